@@ -1,0 +1,149 @@
+"""The ``spurlab`` command line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from spurlab.errors import SpurlabError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Find, measure, explain and fix the spurious features a model relies on.")
+datasets_app = typer.Typer(no_args_is_help=True, help="List and inspect the registered datasets.")
+app.add_typer(datasets_app, name="datasets")
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+DataDir = typer.Option(None, "--data-dir", help="Data folder (default: $SPURLAB_DATA, else ~/.cache/spurlab).")
+SetOpt = typer.Option(None, "--set", help="Override a parameter: key=value (repeatable).")
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+def _frame_table(frame, title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False)
+    for col in frame.columns:
+        table.add_column(str(col), justify="left" if frame[col].dtype == object else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    return table
+
+
+def _parse_sets(items: list[str] | None) -> dict:
+    """``["k=v", ...]`` -> ``{k: parsed v}`` (numbers, booleans, JSON lists, strings)."""
+    from spurlab.studies.base import parse_value
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SpurlabError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = parse_value(value, None)
+    return out
+
+
+# ------------------------------------------------------------------ datasets
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Every registered dataset with its kind and a one-line description."""
+    from spurlab.data.registry import dataset_entries
+
+    table = Table(title="spurlab datasets")
+    for col in ("name", "kind", "files", "description"):
+        table.add_column(col)
+    for entry in dataset_entries().values():
+        table.add_row(entry.name, entry.kind, "needs files" if entry.needs_files else "built in", entry.summary)
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(name: str, data_dir: Optional[Path] = DataDir, seed: int = 0,
+                  set_: Optional[list[str]] = SetOpt) -> None:
+    """Parameters, groups and counts per split of one dataset."""
+    from spurlab.data.registry import get_entry, load_splits
+
+    try:
+        entry = get_entry(name)
+        params = _parse_sets(set_)
+        console.print(f"[bold]{entry.name}[/] ({entry.kind}): {entry.summary}")
+        ptable = Table(title="parameters")
+        ptable.add_column("name")
+        ptable.add_column("default")
+        for key, value in entry.parameters().items():
+            ptable.add_row(key, repr(value))
+        console.print(ptable)
+        splits = load_splits(name, data_dir=data_dir, seed=seed, **params)
+    except SpurlabError as exc:
+        _fail(exc)
+        return
+    first = next(iter(splits.values()))
+    console.print(f"inputs {first.input_shape}, {first.n_classes} classes: {', '.join(first.class_names)}")
+    console.print(_frame_table(splits.summary(), title="examples per group and split"))
+
+
+# ------------------------------------------------------------------ studies
+@app.command("study")
+def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
+          quick: bool = typer.Option(False, "--quick", help="Small, fast version with the same trends."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/study-NAME-TIME)."),
+          seed: int = typer.Option(0, "--seed"),
+          device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+          set_: Optional[list[str]] = SetOpt) -> None:
+    """Reproduce one research work: results.csv, manifest.json, figures and report.html."""
+    from spurlab.studies.base import get_study, run_study, study_registry
+
+    if name == "list":
+        table = Table(title="spurlab studies")
+        for col in ("name", "paper", "what it reproduces"):
+            table.add_column(col)
+        for cls in study_registry().values():
+            table.add_row(cls.name, cls.paper, cls.title)
+        console.print(table)
+        return
+    try:
+        get_study(name)
+        result, path = run_study(name, out_dir=out, quick=quick, seed=seed, device=device, overrides=set_)
+    except SpurlabError as exc:
+        _fail(exc)
+        return
+    if result.headline is not None and not result.headline.empty:
+        console.print(_frame_table(result.headline, title=f"{name}: headline numbers"))
+    console.print(f"wrote {path}/report.html ({len(result.rows)} result rows)")
+
+
+# ------------------------------------------------------------------ audit
+@app.command("audit")
+def audit(dataset: str = typer.Option("spurious-digits", "--dataset", help="A registered dataset."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/audit-TIME)."),
+          model: str = typer.Option("auto", "--model", help="auto, linear, mlp or cnn."),
+          epochs: int = typer.Option(30, "--epochs"),
+          seed: int = typer.Option(0, "--seed"),
+          device: str = typer.Option("auto", "--device"),
+          data_dir: Optional[Path] = DataDir,
+          set_: Optional[list[str]] = SetOpt) -> None:
+    """Train a model on a dataset and report how each group fares (diagnose -> report)."""
+    from spurlab.audit import run_audit
+
+    try:
+        report = run_audit(dataset=dataset, out_dir=out, model=model, epochs=epochs, seed=seed, device=device,
+                           data_dir=data_dir, dataset_params=_parse_sets(set_))
+    except SpurlabError as exc:
+        _fail(exc)
+        return
+    console.print(_frame_table(report.group_table, title="accuracy per group"))
+    console.print(report.verdict)
+    console.print(f"report: {report.out_dir / 'report.html'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

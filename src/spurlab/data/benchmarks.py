@@ -1,0 +1,140 @@
+"""Benchmark datasets read from their usual on-disk layouts.
+
+* Waterbirds (WILDS layout): ``DATA/waterbirds_v1.0/metadata.csv`` or
+  ``DATA/waterbird_complete95_forest2water2/metadata.csv`` with columns
+  ``img_filename, y, split, place``; images relative to that folder.
+* CelebA: ``DATA/celeba/list_attr_celeba.txt``, ``list_eval_partition.txt`` and
+  ``img_align_celeba/``; the target and spurious attributes are chosen by name.
+
+Images are resized to ``image_size`` (square) and kept in memory as floats in
+[0, 1]; ``limit`` caps the examples per split (a seeded subsample).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from spurlab.data.grouped import DatasetSplits, GroupedDataset
+from spurlab.data.registry import register_dataset
+from spurlab.errors import DataNotFoundError, SpurlabError
+
+from spurlab.data.images import SPLIT_CODES_BY_NAME
+
+SPLIT_CODES = {v: k for k, v in SPLIT_CODES_BY_NAME.items()}
+WATERBIRDS_DIRS = ("waterbirds_v1.0", "waterbird_complete95_forest2water2", "waterbirds")
+
+
+def load_image(path: Path, image_size: int) -> np.ndarray:
+    """One RGB image as float32 (3, S, S) in [0, 1]."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise DataNotFoundError(f"image file missing: {path}",
+                                hint="the metadata lists it; re-extract the dataset archive")
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    if limit is None or len(frame) <= limit:
+        return frame
+    return frame.sample(n=int(limit), random_state=seed).sort_index()
+
+
+def _images(root: Path, files: pd.Series, image_size: int) -> np.ndarray:
+    from spurlab.utils import progress
+
+    out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)
+    for i, name in enumerate(progress(files, "loading images", total=len(files))):
+        out[i] = load_image(root / name, image_size)
+    return out
+
+
+def find_waterbirds(data_dir: Path) -> Path:
+    for name in WATERBIRDS_DIRS:
+        if (data_dir / name / "metadata.csv").is_file():
+            return data_dir / name
+    if (data_dir / "metadata.csv").is_file():
+        return data_dir
+    looked = ", ".join(str(data_dir / n / "metadata.csv") for n in WATERBIRDS_DIRS)
+    raise DataNotFoundError(f"Waterbirds not found: looked for {looked}",
+                            hint="extract the WILDS waterbirds_v1.0 archive under the data dir "
+                                 "(--data-dir or SPURLAB_DATA)")
+
+
+@register_dataset("waterbirds", "Waterbirds (WILDS layout): bird type with land/water backgrounds",
+                  kind="benchmark", needs_files=True)
+def build_waterbirds(data_dir: Path, image_size: int = 64, limit: int | None = None,
+                     seed: int = 0) -> DatasetSplits:
+    root = find_waterbirds(data_dir)
+    meta = pd.read_csv(root / "metadata.csv")
+    missing = {"img_filename", "y", "split", "place"} - set(meta.columns)
+    if missing:
+        raise SpurlabError(f"{root / 'metadata.csv'} lacks column(s) {', '.join(sorted(missing))}",
+                           hint="expected the WILDS columns img_filename, y, split, place")
+    splits = {}
+    for code, split in SPLIT_CODES.items():
+        rows = _subsample(meta[meta["split"] == code], limit, seed)
+        if rows.empty:
+            continue
+        splits[split] = GroupedDataset(
+            x=_images(root, rows["img_filename"], image_size),
+            y=rows["y"].to_numpy(np.int64), a=rows["place"].to_numpy(np.int64),
+            class_names=("landbird", "waterbird"), attr_names=("land", "water"),
+            metadata=rows.drop(columns=["y", "place", "split"]).reset_index(drop=True), split=split)
+    return DatasetSplits(splits, name="waterbirds")
+
+
+def read_celeba_attributes(path: Path) -> pd.DataFrame:
+    """``list_attr_celeba.txt``: a count line, a header of names, then ``file v1 v2 ...`` (+1/-1)."""
+    with open(path) as fh:
+        lines = fh.read().splitlines()
+    if len(lines) < 2:
+        raise SpurlabError(f"{path} is empty or truncated")
+    names = lines[1].split()
+    rows = [ln.split() for ln in lines[2:] if ln.strip()]
+    if any(len(r) != len(names) + 1 for r in rows):
+        raise SpurlabError(f"{path}: some rows do not have {len(names)} attribute values")
+    frame = pd.DataFrame([r[1:] for r in rows], columns=names, index=[r[0] for r in rows]).astype(int)
+    return (frame > 0).astype(np.int64)
+
+
+def find_celeba(data_dir: Path) -> Path:
+    for base in (data_dir / "celeba", data_dir / "CelebA", data_dir):
+        if (base / "list_attr_celeba.txt").is_file():
+            return base
+    raise DataNotFoundError(f"CelebA not found: looked for list_attr_celeba.txt in "
+                            f"{data_dir / 'celeba'}, {data_dir / 'CelebA'} and {data_dir}",
+                            hint="place list_attr_celeba.txt, list_eval_partition.txt and img_align_celeba/ "
+                                 "in DATA/celeba")
+
+
+@register_dataset("celeba", "CelebA attributes: target and spurious attribute by name "
+                  "(default Blond_Hair x Male)", kind="benchmark", needs_files=True)
+def build_celeba(data_dir: Path, target: str = "Blond_Hair", spurious: str = "Male", image_size: int = 64,
+                 limit: int | None = None, seed: int = 0) -> DatasetSplits:
+    root = find_celeba(data_dir)
+    attrs = read_celeba_attributes(root / "list_attr_celeba.txt")
+    for col in (target, spurious):
+        if col not in attrs.columns:
+            raise SpurlabError(f"CelebA has no attribute {col!r}",
+                               hint=f"choose from: {', '.join(attrs.columns)}")
+    part_file = root / "list_eval_partition.txt"
+    if not part_file.is_file():
+        raise DataNotFoundError(f"missing {part_file}", hint="it ships with CelebA's annotations")
+    part = pd.read_csv(part_file, sep=r"\s+", header=None, names=["file", "split"], index_col=0)["split"]
+    frame = attrs.join(part, how="inner")
+    splits = {}
+    for code, split in SPLIT_CODES.items():
+        rows = _subsample(frame[frame["split"] == code], limit, seed)
+        if rows.empty:
+            continue
+        splits[split] = GroupedDataset(
+            x=_images(root / "img_align_celeba", pd.Series(rows.index), image_size),
+            y=rows[target].to_numpy(), a=rows[spurious].to_numpy(),
+            class_names=(f"not {target}", target), attr_names=(f"not {spurious}", spurious),
+            metadata=rows.drop(columns=["split"]).reset_index(names="file"), split=split)
+    return DatasetSplits(splits, name="celeba")

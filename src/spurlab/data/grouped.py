@@ -1,0 +1,253 @@
+"""The one data model every dataset, probe and method shares.
+
+A :class:`GroupedDataset` is one split of a dataset: inputs ``x``, class labels
+``y`` (0..K-1), an optional spurious attribute ``a`` (0..A-1) and the group id
+``g = y * A + a`` derived from them. A :class:`DatasetSplits` bundles the named
+splits (``train``, ``val``, ``test``, ...) of one dataset.
+
+Convention used by every generator and injection in spurlab: attribute value
+``c`` is the one aligned with class ``c``, so the *majority* groups are those
+with ``a == y`` and the *minority* groups those with ``a != y``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spurlab.errors import SpurlabError
+from spurlab.utils import check_finite, check_labels, check_same_length
+
+
+@dataclass(eq=False)
+class GroupedDataset:
+    """One split of a dataset with class labels, a spurious attribute and groups."""
+
+    x: np.ndarray
+    y: np.ndarray
+    a: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+    attr_names: tuple[str, ...] = ()
+    metadata: pd.DataFrame | None = None
+    name: str = "dataset"
+    split: str = "train"
+    params: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None  # explicit group ids when no attribute is known
+
+    def __post_init__(self) -> None:
+        self.x = np.asarray(self.x)
+        check_same_length(x=self.x, y=self.y, a=self.a, groups=self.groups,
+                          metadata=None if self.metadata is None else self.metadata.index)
+        check_finite("x", self.x)
+        self.y = check_labels("y", self.y)
+        if not self.class_names:
+            k = int(self.y.max()) + 1 if self.y.size else 0
+            self.class_names = tuple(str(i) for i in range(k))
+        self.class_names = tuple(str(c) for c in self.class_names)
+        check_labels("y", self.y, n_classes=len(self.class_names))
+        if self.a is not None:
+            self.a = check_labels("a", self.a)
+            if not self.attr_names:
+                k = int(self.a.max()) + 1 if self.a.size else 0
+                self.attr_names = tuple(str(i) for i in range(max(k, 1)))
+            self.attr_names = tuple(str(c) for c in self.attr_names)
+            check_labels("a", self.a, n_classes=len(self.attr_names))
+        if self.groups is not None:
+            self.groups = check_labels("groups", self.groups)
+        if self.metadata is not None:
+            self.metadata = self.metadata.reset_index(drop=True)
+
+    # ------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_attrs(self) -> int:
+        return len(self.attr_names) if self.a is not None else 0
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    # ------------------------------------------------------------ groups
+    @property
+    def has_groups(self) -> bool:
+        return self.a is not None or self.groups is not None
+
+    @property
+    def n_groups(self) -> int:
+        if self.a is not None:
+            return self.n_classes * self.n_attrs
+        if self.groups is not None:
+            return int(self.groups.max()) + 1 if self.groups.size else 0
+        return self.n_classes
+
+    @property
+    def g(self) -> np.ndarray:
+        """Group id per example: ``y * n_attrs + a`` (or the explicit groups, or y)."""
+        if self.a is not None:
+            return self.y * self.n_attrs + self.a
+        if self.groups is not None:
+            return self.groups
+        return self.y
+
+    def group_of(self, y: int, a: int) -> int:
+        return int(y) * self.n_attrs + int(a)
+
+    def group_name(self, g: int) -> str:
+        if self.a is not None:
+            y, a = divmod(int(g), self.n_attrs)
+            return f"y={self.class_names[y]},a={self.attr_names[a]}"
+        if self.groups is not None:
+            return f"group={int(g)}"
+        return f"y={self.class_names[int(g)]}"
+
+    @property
+    def group_names(self) -> list[str]:
+        return [self.group_name(g) for g in range(self.n_groups)]
+
+    def group_counts(self) -> np.ndarray:
+        return np.bincount(self.g, minlength=self.n_groups)
+
+    def partition(self) -> dict[tuple[int, int], np.ndarray]:
+        """``{(y, a): indices}`` for every (class, attribute) pair, empty ones included."""
+        if self.a is None:
+            raise SpurlabError(f"{self.name}/{self.split} has no spurious attribute to partition by")
+        return {
+            (y, a): np.flatnonzero((self.y == y) & (self.a == a))
+            for y in range(self.n_classes)
+            for a in range(self.n_attrs)
+        }
+
+    def is_minority(self) -> np.ndarray:
+        """Boolean mask of minority examples (``a != y``) under spurlab's alignment convention."""
+        if self.a is None:
+            raise SpurlabError(f"{self.name}/{self.split} has no spurious attribute")
+        if self.n_attrs != self.n_classes:
+            raise SpurlabError(
+                "minority is defined as a != y, which needs as many attribute values as classes",
+                hint="use the group ids and counts instead",
+            )
+        return self.a != self.y
+
+    def minority_groups(self) -> list[int]:
+        """Groups whose share of the split is below the uniform share (1 / n_groups)."""
+        counts = self.group_counts()
+        return [int(g) for g in np.flatnonzero(counts < counts.sum() / max(len(counts), 1))]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per group: id, name, y, a, count and share."""
+        counts = self.group_counts()
+        rows = []
+        for g, count in enumerate(counts):
+            row: dict[str, Any] = {"group": g, "name": self.group_name(g)}
+            if self.a is not None:
+                y, a = divmod(g, self.n_attrs)
+                row.update(y=self.class_names[y], a=self.attr_names[a])
+            row.update(count=int(count), share=float(count / max(len(self), 1)))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------ subsetting
+    def subset(self, indices: np.ndarray | list[int], split: str | None = None) -> GroupedDataset:
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return replace(
+            self,
+            x=self.x[idx],
+            y=self.y[idx],
+            a=None if self.a is None else self.a[idx],
+            groups=None if self.groups is None else self.groups[idx],
+            metadata=None if self.metadata is None else self.metadata.iloc[idx].reset_index(drop=True),
+            split=split or self.split,
+            params=dict(self.params),
+        )
+
+    def select_groups(self, groups: list[int]) -> GroupedDataset:
+        return self.subset(np.isin(self.g, groups))
+
+    def with_x(self, x: np.ndarray) -> GroupedDataset:
+        """The same examples with new inputs (e.g. embeddings); lengths must match."""
+        if len(x) != len(self):
+            raise SpurlabError(f"new inputs have {len(x)} rows, the dataset has {len(self)}")
+        return replace(self, x=np.asarray(x), params=dict(self.params))
+
+    # ------------------------------------------------------------ conversion
+    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, y, g)`` as numpy arrays."""
+        return self.x, self.y, self.g
+
+    def torch_dataset(self, with_index: bool = False):
+        """A ``torch.utils.data.TensorDataset`` of (x, y, g[, index])."""
+        import torch
+        from torch.utils.data import TensorDataset
+
+        tensors = [
+            torch.as_tensor(self.x, dtype=torch.float32),
+            torch.as_tensor(self.y, dtype=torch.long),
+            torch.as_tensor(self.g, dtype=torch.long),
+        ]
+        if with_index:
+            tensors.append(torch.arange(len(self)))
+        return TensorDataset(*tensors)
+
+    def dataloader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0, **kwargs):
+        import torch
+        from torch.utils.data import DataLoader
+
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(self.torch_dataset(), batch_size=batch_size, shuffle=shuffle,
+                          generator=generator, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"GroupedDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"x={self.input_shape}, classes={self.n_classes}, groups={self.n_groups})")
+
+
+class DatasetSplits(Mapping[str, GroupedDataset]):
+    """The named splits of one dataset, e.g. ``splits["train"]``."""
+
+    def __init__(self, splits: dict[str, GroupedDataset], name: str = "dataset",
+                 params: dict[str, Any] | None = None):
+        if not splits:
+            raise SpurlabError(f"dataset {name!r} has no splits")
+        self._splits = dict(splits)
+        self.name = name
+        self.params = dict(params or {})
+        for split_name, ds in self._splits.items():
+            ds.name, ds.split = name, split_name
+            ds.params = dict(self.params)
+
+    def __getitem__(self, split: str) -> GroupedDataset:
+        if split not in self._splits:
+            raise SpurlabError(
+                f"dataset {self.name!r} has no split {split!r}",
+                hint=f"available splits: {', '.join(self._splits)}",
+            )
+        return self._splits[split]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._splits)
+
+    def __len__(self) -> int:
+        return len(self._splits)
+
+    def summary(self) -> pd.DataFrame:
+        """Group counts per split, one row per group, one column per split."""
+        frames = []
+        for split_name, ds in self._splits.items():
+            s = ds.summary().set_index(["group", "name"])["count"].rename(split_name)
+            frames.append(s)
+        return pd.concat(frames, axis=1).fillna(0).astype(int).reset_index()
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self._splits.items())
+        return f"DatasetSplits(name={self.name!r}, {sizes})"

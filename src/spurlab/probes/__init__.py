@@ -1,0 +1,1 @@
+"""Probes: measure what a model relies on (skew, alignment, contamination, directions, neurons)."""

@@ -1,0 +1,265 @@
+"""The study contract shared by every ``spurlab study``.
+
+A study is a class with a name, default configurations for the quick and the
+full run, and ``run(ctx) -> StudyResult``. :func:`run_study` resolves the
+configuration (defaults, then ``--set key=value`` overrides), runs it and
+writes into the output folder:
+
+* ``results.csv`` — long format: ``experiment, metric, value, seed`` plus one
+  column per swept parameter, named as the parameter;
+* ``manifest.json`` — config, seed, versions, device, timings;
+* one PNG per figure and a self-contained ``report.html``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from spurlab.errors import SpurlabError
+from spurlab.report.html import HtmlReport
+from spurlab.utils import atomic_write_csv, atomic_write_json, log, resolve_device
+
+RESULT_COLUMNS = ("experiment", "metric", "value", "seed")
+
+
+@dataclass
+class StudyContext:
+    """What a study's ``run`` receives."""
+
+    config: dict[str, Any]
+    seed: int = 0
+    device: str = "cpu"
+    quick: bool = True
+    out_dir: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def rng(self, offset: int = 0) -> np.random.Generator:
+        return np.random.default_rng(self.seed + offset)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Record the wall time of a block under ``timings[name]``."""
+        log(f"[spurlab] {name} ...")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class StudyResult:
+    """Tidy rows, figures and a headline table."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure or PNG bytes
+    captions: dict[str, str] = field(default_factory=dict)
+    headline: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, experiment: str, metric: str, value: float, seed: int, **params: Any) -> None:
+        self.rows.append({"experiment": experiment, "metric": metric, "value": float(value),
+                          "seed": int(seed), **params})
+
+    def add_figure(self, name: str, fig: Any, caption: str = "") -> None:
+        self.figures[name] = fig
+        self.captions[name] = caption
+
+    def extend(self, other: StudyResult) -> None:
+        self.rows += other.rows
+        self.figures.update(other.figures)
+        self.captions.update(other.captions)
+        self.notes += other.notes
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a long table with the contract's columns first."""
+        if not self.rows:
+            return pd.DataFrame(columns=list(RESULT_COLUMNS))
+        frame = pd.DataFrame(self.rows)
+        missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
+        if missing:
+            raise RuntimeError(f"study rows lack column(s) {missing}")
+        rest = [c for c in frame.columns if c not in RESULT_COLUMNS]
+        return frame[list(RESULT_COLUMNS) + rest]
+
+
+class Study:
+    """Base class: subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def default_config(self, quick: bool) -> dict[str, Any]:
+        """The configuration of the quick (``quick=True``) or the full run."""
+        raise NotImplementedError  # every registered study overrides this
+
+    def validate(self, config: dict[str, Any]) -> None:
+        """Raise :class:`SpurlabError` on an impossible configuration."""
+
+    def run(self, ctx: StudyContext) -> StudyResult:
+        raise NotImplementedError  # every registered study overrides this
+
+
+# ------------------------------------------------------------------ registry
+STUDY_MODULES: list[str] = [
+    # modules under spurlab.studies that register a study when imported
+]
+_STUDIES: dict[str, type[Study]] = {}
+
+
+def register_study(cls: type[Study]) -> type[Study]:
+    if not cls.name:
+        raise RuntimeError(f"{cls.__name__} has no name")
+    _STUDIES[cls.name] = cls
+    return cls
+
+
+def study_registry() -> dict[str, type[Study]]:
+    import importlib
+
+    for module in STUDY_MODULES:
+        importlib.import_module(f"spurlab.studies.{module}")
+    return dict(sorted(_STUDIES.items()))
+
+
+def get_study(name: str) -> Study:
+    from spurlab.errors import UnknownNameError
+
+    registry = study_registry()
+    if name not in registry:
+        raise UnknownNameError("study", name, list(registry))
+    return registry[name]()
+
+
+# ------------------------------------------------------------------ overrides
+def parse_value(text: str, default: Any) -> Any:
+    """Parse ``text`` to the type of ``default`` (lists: comma-separated or JSON)."""
+    text = text.strip()
+    if text.startswith("[") or text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpurlabError(f"cannot parse {text!r} as JSON: {exc}") from None
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SpurlabError(f"expected true/false, got {text!r}")
+    if isinstance(default, (list, tuple)):
+        item = default[0] if default else ""
+        return [parse_value(t, item) for t in text.split(",") if t.strip()]
+    if isinstance(default, int):
+        try:
+            return int(float(text)) if float(text).is_integer() else float(text)
+        except ValueError:
+            raise SpurlabError(f"expected a number, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise SpurlabError(f"expected a number, got {text!r}") from None
+    if default is None:
+        for cast in (int, float):
+            with contextlib.suppress(ValueError):
+                return cast(text)
+        return None if text.lower() in ("none", "null") else text
+    return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Layer ``key=value`` strings (or a dict) over ``config``; unknown keys are an error."""
+    config = dict(config)
+    if not overrides:
+        return config
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise SpurlabError(f"--set expects key=value, got {item!r}")
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = value
+        overrides = pairs
+    for key, value in overrides.items():
+        if key not in config:
+            raise SpurlabError(f"unknown study parameter {key!r}",
+                               hint=f"parameters: {', '.join(sorted(config))}")
+        config[key] = parse_value(value, config[key]) if isinstance(value, str) else value
+    return config
+
+
+# ------------------------------------------------------------------ running
+def package_versions() -> dict[str, str]:
+    import sklearn
+    import torch
+
+    import spurlab
+
+    return {"python": platform.python_version(), "spurlab": spurlab.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__}
+
+
+def default_out_dir(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_study(name: str, out_dir: str | Path | None = None, quick: bool = False, seed: int = 0,
+              device: str = "auto", overrides: dict[str, Any] | list[str] | None = None,
+              write: bool = True) -> tuple[StudyResult, Path | None]:
+    """Run study ``name`` and write its outputs; returns the result and the folder."""
+    study = get_study(name)
+    config = apply_overrides(study.default_config(quick), overrides)
+    study.validate(config)
+    ctx = StudyContext(config=config, seed=int(seed), device=resolve_device(device), quick=quick)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(f"study-{name}")
+    ctx.out_dir = out
+    start = time.perf_counter()
+    result = study.run(ctx)
+    total = time.perf_counter() - start
+    if write:
+        write_study_outputs(study, ctx, result, out, total)
+    return result, out if write else None
+
+
+def write_study_outputs(study: Study, ctx: StudyContext, result: StudyResult, out: Path, total: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    frame = result.frame()
+    atomic_write_csv(out / "results.csv", frame)
+    report = HtmlReport(f"spurlab study: {study.title or study.name}",
+                        subtitle=f"{study.paper} · {'quick' if ctx.quick else 'full'} run · seed {ctx.seed} · "
+                                 f"device {ctx.device} · {total:.1f} s")
+    if study.summary:
+        report.text(study.summary)
+    if result.headline is not None and not result.headline.empty:
+        report.heading("Headline numbers").table(result.headline)
+    for note in result.notes:
+        report.text(note)
+    if result.figures:
+        report.heading("Figures")
+        for fig_name, fig in result.figures.items():
+            report.figure(fig_name, fig, result.captions.get(fig_name, ""))
+    report.heading("Configuration").table(
+        pd.DataFrame({"parameter": list(ctx.config), "value": [str(v) for v in ctx.config.values()]}))
+    report.write(out / "report.html", save_figures=True)
+    atomic_write_json(out / "manifest.json", {
+        "study": study.name, "title": study.title, "paper": study.paper, "quick": ctx.quick,
+        "seed": ctx.seed, "device": ctx.device, "config": ctx.config,
+        "timings": {"total_s": total, **{k: v for k, v in ctx.timings.items()}},
+        "versions": package_versions(), "created": datetime.now(timezone.utc).isoformat(),
+        "command": " ".join(sys.argv), "files": sorted(["results.csv", "report.html", "manifest.json",
+                                                        *(f"{n}.png" for n in result.figures)]),
+        "rows": len(frame),
+    })

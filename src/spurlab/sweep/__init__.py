@@ -1,0 +1,1 @@
+"""Sweeps over studies and methods (grid / random), resumable result store, executors."""

@@ -1,0 +1,190 @@
+"""Small shared utilities: seeding, devices, atomic writes, progress, validation."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from spurlab.errors import SpurlabError
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- randomness
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy and torch; return a numpy Generator for local use."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    return np.random.default_rng(seed)
+
+
+def torch_generator(seed: int, device: str = "cpu"):
+    import torch
+
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+# ---------------------------------------------------------------- devices
+def resolve_device(device: str | None = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; validates the rest."""
+    import torch
+
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpurlabError(
+            f"device {device!r} was requested but CUDA is not available",
+            hint="use --device auto or --device cpu",
+        )
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise SpurlabError(f"unknown device {device!r}", hint="use auto, cpu or cuda[:N]")
+    return device
+
+
+# ---------------------------------------------------------------- files
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename onto it only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and tuples into plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_csv(path: str | os.PathLike, frame) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+# ---------------------------------------------------------------- progress
+def show_progress() -> bool:
+    """Progress bars only on an interactive terminal, never under CI or pytest."""
+    if os.environ.get("CI") or os.environ.get("SPURLAB_QUIET") or "PYTEST_CURRENT_TEST" in os.environ:
+        return False
+    return sys.stderr.isatty()
+
+
+def progress(iterable: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
+    """Iterate with a rich progress bar on a terminal, silently otherwise."""
+    if not show_progress():
+        yield from iterable
+        return
+    from rich.progress import track
+
+    yield from track(iterable, description=description, total=total, transient=True)
+
+
+def log(message: str) -> None:
+    """A one-line status message on stderr (terminal only)."""
+    if show_progress():
+        print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- validation
+def check_finite(name: str, array: np.ndarray) -> None:
+    if np.issubdtype(np.asarray(array).dtype, np.number) and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        raise SpurlabError(
+            f"{name} contains {bad} NaN or infinite value(s)",
+            hint=f"clean or impute {name} before passing it in",
+        )
+
+
+def check_same_length(**arrays: Any) -> int:
+    lengths = {k: len(v) for k, v in arrays.items() if v is not None}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise SpurlabError(
+            f"inputs have different lengths ({detail})",
+            hint="every array must have one entry per example",
+        )
+    return next(iter(lengths.values()), 0)
+
+
+def check_labels(name: str, labels: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise SpurlabError(f"{name} must be 1-d, got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise SpurlabError(
+                f"{name} must hold integer class indices, got dtype {labels.dtype}",
+                hint="map class names to 0..K-1 first",
+            )
+    labels = labels.astype(np.int64, copy=False)
+    if labels.size and labels.min() < 0:
+        raise SpurlabError(f"{name} has negative values (min {labels.min()})", hint="labels must be 0..K-1")
+    if n_classes is not None and labels.size and labels.max() >= n_classes:
+        raise SpurlabError(
+            f"{name} has value {labels.max()} but only {n_classes} classes are declared",
+            hint=f"labels must lie in 0..{n_classes - 1}",
+        )
+    return labels
+
+
+def check_probability(name: str, value: float, *, closed: bool = False) -> float:
+    value = float(value)
+    ok = 0.0 <= value <= 1.0 if closed else 0.0 < value < 1.0
+    if not ok:
+        interval = "[0, 1]" if closed else "(0, 1)"
+        raise SpurlabError(f"{name} must lie in {interval}, got {value}")
+    return value
