@@ -94,7 +94,13 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
           out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/study-NAME-TIME)."),
           seed: int = typer.Option(0, "--seed"),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-          set_: Optional[list[str]] = SetOpt) -> None:
+          set_: Optional[list[str]] = SetOpt,
+          table: Optional[Path] = typer.Option(None, "--table", help="Run on your own CSV table "
+                                               "(studies that accept one)."),
+          label: Optional[str] = typer.Option(None, "--label", help="Label column of --table."),
+          spurious: Optional[str] = typer.Option(None, "--spurious", help="Spurious column of --table."),
+          positive: Optional[str] = typer.Option(None, "--positive", help="Label values counted as the "
+                                                 "positive class, comma-separated.")) -> None:
     """Reproduce one research work: results.csv, manifest.json, figures and report.html."""
     from spurlab.studies.base import get_study, run_study, study_registry
 
@@ -106,9 +112,13 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
             table.add_row(cls.name, cls.paper, cls.title)
         console.print(table)
         return
+    overrides = list(set_ or [])
+    for key, value in (("table", table), ("label", label), ("spurious", spurious), ("positive", positive)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
     try:
         get_study(name)
-        result, path = run_study(name, out_dir=out, quick=quick, seed=seed, device=device, overrides=set_)
+        result, path = run_study(name, out_dir=out, quick=quick, seed=seed, device=device, overrides=overrides)
     except SpurlabError as exc:
         _fail(exc)
         return
