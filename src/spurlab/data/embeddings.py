@@ -88,7 +88,8 @@ def splits_from_arrays(data: dict[str, Any], name: str = "embeddings") -> Datase
     labels = data["labels"]
     n_classes = int(max(labels.max(), data["predictions"].max() if "predictions" in data else 0)) + 1
     class_names = tuple(str(c) for c in data.get("class_names", range(n_classes)))
-    meta = pd.DataFrame({k: v for k, v in data.items() if k not in RESERVED and np.ndim(v) == 1})
+    meta = pd.DataFrame({k: v for k, v in data.items() if k not in RESERVED and np.ndim(v) == 1},
+                        index=pd.RangeIndex(len(labels)))
     if "predictions" in data:
         meta["prediction"] = data["predictions"]
     split = _split_names(np.asarray(data["split"])) if "split" in data else np.full(len(labels), "all")

@@ -213,8 +213,8 @@ def build_image_splits(
         raise SpurlabError(f"unknown spurious injection {spurious!r}",
                            hint=f"known: {', '.join(inj.INJECTIONS)}")
     with_attr = spurious is not None and spurious not in inj.ATTRIBUTE_FREE
-    if with_attr:
-        p = check_probability("p", p, closed=True)
+    if with_attr and not group_sizes:
+        p = check_probability("p", p)
     k_attrs = n_attrs or len(names)
     correlations = {"train": p, "val": val_correlation, "test": test_correlation}
     splits = {}
@@ -232,7 +232,26 @@ def build_image_splits(
             x = inj.inject(x, a, spurious, seed=seed + 101 * (i + 1), **injection_options)
         attr_names = inj.attribute_names(spurious, k_attrs) if with_attr else ()
         splits[split] = GroupedDataset(x=x, y=lbl, a=a, class_names=names, attr_names=attr_names, split=split)
+        if with_attr:
+            _check_no_empty_group(splits[split])
     return DatasetSplits(splits, name=name)
+
+
+def _check_no_empty_group(ds: GroupedDataset) -> None:
+    """Every class needs majority (a == y) and minority (a != y) examples; with more than two
+    attribute values, single (y, a) cells may stay empty (the minority is spread over them)."""
+    empty = []
+    for c in range(ds.n_classes):
+        in_class = ds.y == c
+        aligned = int((in_class & (ds.a == c)).sum())
+        if aligned == 0 or aligned == int(in_class.sum()):
+            kind = "majority (a == y)" if aligned == 0 else "minority (a != y)"
+            empty.append(f"the {kind} of class {ds.class_names[c]}")
+    if empty:
+        raise SpurlabError(
+            f"split {ds.split!r} would have no examples in {', '.join(empty)}",
+            hint="use more examples (n_train/n_test), a correlation further from 0 and 1, "
+                 "or fewer classes (e.g. classes='0-4/5-9')")
 
 
 def _as_nchw(images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,22 @@
+"""Shared fixtures: the data directory (SPURLAB_DATA, default ../shared/data) and quiet output."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SPURLAB_DATA", str(REPO.parent / "shared" / "data"))
+os.environ.setdefault("SPURLAB_QUIET", "1")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ["SPURLAB_DATA"])
+    if not (path / "MNIST").is_dir():
+        pytest.fail(f"test data not found under {path}: set SPURLAB_DATA to the folder holding MNIST/ "
+                    f"and FashionMNIST/ (../shared/data in CI)")
+    return path
