@@ -183,8 +183,8 @@ class Audit:
         html.figure("group_accuracy", plot_group_accuracies(self.group_table_),
                     "Per-group accuracy on every split; a large train-test gap on a small group is the "
                     "signature of memorized minority examples.")
-        html.table(self.group_table_.pivot_table(index="name", columns="split", values="accuracy").reset_index(),
-                   caption="accuracy per group and split")
+        pivot = self.group_table_.pivot_table(index="name", columns="split", values="accuracy")
+        html.table(pivot[list(self.splits_)].reset_index(), caption="accuracy per group and split")
         html.heading("Dataset")
         html.table(self.splits_.summary(), caption="examples per group and split")
         self.timings_["report"] = time.perf_counter() - start

@@ -22,10 +22,10 @@ def plot_group_accuracies(table: pd.DataFrame, title: str = "Accuracy per group"
         bars = ax.bar(x + (i - (len(hues) - 1) / 2) * width, sub[value].to_numpy(), width, label=str(h))
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.12)
     ax.set_ylabel(value.replace("_", " "))
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=len(hues))
+    ax.legend(fontsize=8, ncol=len(hues), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
