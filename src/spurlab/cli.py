@@ -9,11 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from spurlab.errors import SpurlabError
+from spurlab.sweep.cli import sweep_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Find, measure, explain and fix the spurious features a model relies on.")
 datasets_app = typer.Typer(no_args_is_help=True, help="List and inspect the registered datasets.")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(sweep_app, name="sweep")
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
@@ -149,6 +151,42 @@ def audit(dataset: str = typer.Option("spurious-digits", "--dataset", help="A re
     console.print(_frame_table(report.group_table, title="accuracy per group"))
     console.print(report.verdict)
     console.print(f"report: {report.out_dir / 'report.html'}")
+
+
+# ------------------------------------------------------------------ directions (spurlab/directions_cli.py)
+@app.command("directions")
+def directions(embeddings: Path = typer.Option(..., "--embeddings", help="An .npz/.parquet with embeddings, "
+                                               "labels, predictions [, split, groups, spurious, images, ...]."),
+               out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/directions-TIME)."),
+               captions: Optional[str] = typer.Option(None, "--captions", help="Caption vocabulary: a built-in "
+                                                      "name (default, digits) or a JSON file; needs --clip."),
+               clip: Optional[Path] = typer.Option(None, "--clip", help="Local CLIP checkpoint folder "
+                                                   "(Hugging Face save_pretrained layout) for captions."),
+               top_k: int = typer.Option(16, "--top-k", help="Failure-aligned examples shown per class."),
+               seed: int = typer.Option(0, "--seed"),
+               device: str = typer.Option("auto", "--device")) -> None:
+    """Find, rank and caption a model's failure modes from an embeddings file (failure directions)."""
+    from spurlab.directions_cli import run_directions
+    from spurlab.studies.base import default_out_dir
+
+    try:
+        run = run_directions(embeddings, out or default_out_dir("directions"), captions=captions, clip=clip,
+                             top_k=top_k, seed=seed, device=device)
+    except SpurlabError as exc:
+        _fail(exc)
+        return
+    for warning in run.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    columns = [c for c in ("name", "n", "n_errors", "cv_balanced_acc", "error_auroc", "flagged_fraction",
+                           "flag_minority_precision", "minority_recall") if c in run.table.columns]
+    console.print(_frame_table(run.table[columns], title="failure directions per class"))
+    console.print(f"wrote {run.out_dir}/report.html, examples.csv, summary.json, directions.npz")
+
+
+# ------------------------------------------------------------------ train (spurlab/train_cli.py)
+from spurlab.train_cli import train as _train_command  # noqa: E402
+
+app.command("train")(_train_command)
 
 
 def main() -> None:

@@ -127,14 +127,13 @@ class GroupedDataset:
         }
 
     def is_minority(self) -> np.ndarray:
-        """Boolean mask of minority examples (``a != y``) under spurlab's alignment convention."""
+        """Boolean mask of minority examples: ``a != y`` under spurlab's alignment convention, or,
+        when attribute values and classes differ in number (e.g. CIFAR-100 superclasses with a
+        reduced-subclass flag), membership of a group smaller than the uniform share."""
         if self.a is None:
             raise SpurlabError(f"{self.name}/{self.split} has no spurious attribute")
         if self.n_attrs != self.n_classes:
-            raise SpurlabError(
-                "minority is defined as a != y, which needs as many attribute values as classes",
-                hint="use the group ids and counts instead",
-            )
+            return np.isin(self.g, self.minority_groups())
         return self.a != self.y
 
     def minority_groups(self) -> list[int]:

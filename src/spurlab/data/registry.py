@@ -93,7 +93,7 @@ def register_preset(name: str, base: str, summary: str, **defaults: Any) -> None
 
 def _ensure_loaded() -> None:
     # Importing the modules runs their @register_dataset decorators.
-    from spurlab.data import benchmarks, embeddings, images, synthetic  # noqa: F401
+    from spurlab.data import benchmarks, cifar, embeddings, images, synthetic  # noqa: F401
 
 
 def dataset_entries() -> dict[str, DatasetEntry]:

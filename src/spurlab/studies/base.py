@@ -116,6 +116,11 @@ class Study:
 # ------------------------------------------------------------------ registry
 STUDY_MODULES: list[str] = [
     # modules under spurlab.studies that register a study when imported
+    "spurious_memorization",
+    "ood_failure_modes",
+    "feature_contamination",
+    "critical_neurons",
+    "failure_directions",
 ]
 _STUDIES: dict[str, type[Study]] = {}
 

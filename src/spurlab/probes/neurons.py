@@ -1,0 +1,355 @@
+"""Find the few units (channels, neurons or single weights) a network memorizes with.
+
+Three selectors from *The Silent Majority* (You et al., 2025), each ranked
+globally across every conv and linear layer of any ``torch.nn.Module``:
+
+* ``weight_norm`` — structured: output channel / neuron ``c`` of a layer scores
+  ``||W[c]||_2``; the largest are the most critical (greedy top-k).
+* ``group_gradient`` — structured: ``||dL/dW[c]||_2`` with ``L`` the cross-entropy
+  summed over the ``n_worst`` worst-predicted examples of one group; repeated per
+  group it gives group-specific units.
+* ``magnitude`` — unstructured: individual weights ranked by ``|w|``; the
+  smallest (default) or largest ``fraction`` of them.
+
+Units are named ``(layer, index)``: the module name and the output channel, or
+the flat index of one weight inside ``layer.weight``.
+
+>>> units = find_critical_units(model, splits["train"], "group_gradient", k=3, group=1)  # doctest: +SKIP
+>>> units.table()                                                                       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spurlab.data.grouped import GroupedDataset
+from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.utils import check_labels, check_same_length
+
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+METHODS = ("weight_norm", "group_gradient", "magnitude")
+GRANULARITIES = ("channel", "weight")
+DEFAULT_GRANULARITY = {"weight_norm": "channel", "group_gradient": "channel", "magnitude": "weight"}
+
+
+# ------------------------------------------------------------------ layers
+def prunable_layers(model: nn.Module, include_output: bool = True,
+                    only: str | list[str] | tuple[str, ...] | None = None) -> dict[str, nn.Module]:
+    """The conv and linear layers of ``model`` in registration order, by module name.
+
+    ``include_output=False`` leaves out the last of them (the classifier head):
+    removing a class's logit is not a finding about memorization. ``only`` keeps
+    the layers named in it, or all ``"conv"`` / all ``"linear"`` layers.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    if not layers:
+        raise SpurlabError(f"{type(model).__name__} has no conv or linear layer to select units from",
+                           hint="critical-unit selectors work on nn.Conv1d/2d/3d and nn.Linear layers")
+    if not include_output:
+        layers.pop(list(layers)[-1])
+    if only is not None:
+        layers = _restrict(layers, only)
+    if not layers:
+        raise SpurlabError("no conv/linear layer is left to select units from",
+                           hint="pass include_output=True, or check the layers asked for")
+    return layers
+
+
+def _restrict(layers: dict[str, nn.Module], only: str | list[str] | tuple[str, ...]) -> dict[str, nn.Module]:
+    if only == "conv":
+        return {n: m for n, m in layers.items() if not isinstance(m, nn.Linear)}
+    if only == "linear":
+        return {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}
+    names = [only] if isinstance(only, str) else list(only)
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        raise SpurlabError(f"no selectable layer named {', '.join(map(repr, unknown))}",
+                           hint=f"selectable layers: {', '.join(layers)} (or 'conv' / 'linear')")
+    return {n: layers[n] for n in names}
+
+
+def as_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(x, y, g)`` from a GroupedDataset or an ``(x, y[, g])`` tuple."""
+    if isinstance(data, GroupedDataset):
+        return data.x, data.y, data.g if data.has_groups else None
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        x, y = np.asarray(data[0]), check_labels("y", data[1])
+        g = check_labels("groups", data[2]) if len(data) == 3 and data[2] is not None else None
+        check_same_length(x=x, y=y, groups=g)
+        return x, y, g
+    raise SpurlabError(f"cannot read examples from a {type(data).__name__}",
+                       hint="pass a GroupedDataset or a tuple (x, y[, groups])")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ------------------------------------------------------------------ the selected units
+@dataclass
+class CriticalUnits:
+    """A ranked set of units, most critical first.
+
+    ``layers[i]`` and ``indices[i]`` name unit ``i``: an output channel (neuron)
+    of that layer for ``granularity="channel"``, a flat index into
+    ``layer.weight`` for ``granularity="weight"``.
+    """
+
+    layers: np.ndarray  # module names (object array)
+    indices: np.ndarray  # int64
+    scores: np.ndarray  # float64, the selector's score of each unit
+    granularity: str = "channel"
+    method: str = ""
+    group: int | None = None
+
+    def __post_init__(self) -> None:
+        self.layers = np.asarray(self.layers, dtype=object)
+        self.indices = np.asarray(self.indices, dtype=np.int64)
+        self.scores = np.asarray(self.scores, dtype=np.float64)
+        check_same_length(layers=self.layers, indices=self.indices, scores=self.scores)
+        if self.granularity not in GRANULARITIES:
+            raise SpurlabError(f"unknown granularity {self.granularity!r}", hint="use channel or weight")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def units(self) -> list[tuple[str, int]]:
+        return [(str(layer), int(i)) for layer, i in zip(self.layers, self.indices)]
+
+    def top(self, k: int) -> CriticalUnits:
+        """The ``k`` most critical units."""
+        if k < 1:
+            raise SpurlabError(f"k must be at least 1, got {k}")
+        return replace(self, layers=self.layers[:k], indices=self.indices[:k], scores=self.scores[:k])
+
+    def by_layer(self) -> dict[str, np.ndarray]:
+        """``{layer: indices}`` in first-appearance order."""
+        out: dict[str, list[int]] = {}
+        for layer, index in zip(self.layers, self.indices):
+            out.setdefault(str(layer), []).append(int(index))
+        return {layer: np.asarray(idx, dtype=np.int64) for layer, idx in out.items()}
+
+    def weight_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """``{layer: bool tensor shaped like layer.weight}``, True where a selected unit lies."""
+        modules = dict(model.named_modules())
+        masks = {}
+        for layer, idx in self.by_layer().items():
+            weight = modules[layer].weight
+            mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+            if self.granularity == "weight":
+                mask[torch.as_tensor(idx, device=weight.device)] = True
+                masks[layer] = mask.view_as(weight)
+            else:
+                mask = mask.view(weight.shape[0], -1)
+                mask[torch.as_tensor(idx, device=weight.device)] = True
+                masks[layer] = mask.view_as(weight)
+        return masks
+
+    def table(self) -> pd.DataFrame:
+        """One row per unit: rank, layer, index, score (and the group it was selected for)."""
+        frame = pd.DataFrame({"rank": np.arange(1, len(self) + 1), "layer": self.layers.astype(str),
+                              "index": self.indices, "score": self.scores})
+        frame["granularity"] = self.granularity
+        frame["method"] = self.method
+        if self.group is not None:
+            frame["group"] = self.group
+        return frame
+
+    def labels(self) -> list[str]:
+        """``layer[index]`` strings for plots and reports."""
+        return [f"{layer}[{index}]" for layer, index in self.units]
+
+
+# ------------------------------------------------------------------ the selector
+class CriticalUnitSelector:
+    """Rank every unit of a model by a selector and keep the top ``k`` (or a ``fraction``).
+
+    Parameters
+    ----------
+    method : ``weight_norm``, ``group_gradient`` or ``magnitude``.
+    granularity : ``channel`` (output channels / neurons) or ``weight`` (single
+        weights); ``None`` picks channel for the structured selectors and weight
+        for ``magnitude``.
+    k, fraction : how many units to keep: a count, or a fraction of all candidate
+        units (at least one). Give at most one; the default is ``k=10`` for the
+        structured selectors and ``fraction=0.05`` for ``magnitude``.
+    group : the group whose worst-predicted examples define the loss of
+        ``group_gradient`` (``None``: the worst-predicted examples of any group).
+    largest : keep the highest scores (default, except ``magnitude``: the smallest).
+    n_worst : size of the worst-predicted batch for ``group_gradient`` (paper: 200).
+    include_output : also rank units of the output layer (default: only for
+        ``granularity="weight"``).
+    layers : rank only these layers (module names), or ``"conv"`` / ``"linear"``
+        (default: every conv and linear layer).
+
+    After ``fit(model, data)``: ``units_`` (a :class:`CriticalUnits`), ``scores_``
+    (``{layer: per-unit scores}``) and ``n_candidates_``.
+    """
+
+    def __init__(self, method: str = "weight_norm", granularity: str | None = None, k: int | None = None,
+                 fraction: float | None = None, group: int | None = None, largest: bool | None = None,
+                 n_worst: int = 200, include_output: bool | None = None,
+                 layers: str | list[str] | tuple[str, ...] | None = None, batch_size: int = 512):
+        self.method = method
+        self.granularity = granularity
+        self.k = k
+        self.fraction = fraction
+        self.group = group
+        self.largest = largest
+        self.n_worst = n_worst
+        self.include_output = include_output
+        self.layers = layers
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------ validation
+    def _resolved(self) -> dict[str, Any]:
+        if self.method not in METHODS:
+            raise UnknownNameError("selector", self.method, list(METHODS))
+        granularity = self.granularity or DEFAULT_GRANULARITY[self.method]
+        if granularity not in GRANULARITIES:
+            raise SpurlabError(f"unknown granularity {granularity!r}", hint="use channel or weight")
+        if self.method == "magnitude" and granularity != "weight":
+            raise SpurlabError("the magnitude selector ranks single weights",
+                               hint="use method='weight_norm' to rank whole channels by their norm")
+        if self.k is not None and self.fraction is not None:
+            raise SpurlabError("give k or fraction, not both")
+        k, fraction = self.k, self.fraction
+        if k is None and fraction is None:
+            k, fraction = (None, 0.05) if self.method == "magnitude" else (10, None)
+        if k is not None and int(k) < 1:
+            raise SpurlabError(f"k must be at least 1, got {k}")
+        if fraction is not None and not 0.0 < float(fraction) <= 1.0:
+            raise SpurlabError(f"fraction must lie in (0, 1], got {fraction}")
+        if self.method == "group_gradient" and int(self.n_worst) < 1:
+            raise SpurlabError(f"n_worst must be at least 1, got {self.n_worst}")
+        largest = self.largest if self.largest is not None else self.method != "magnitude"
+        include_output = self.include_output if self.include_output is not None else granularity == "weight"
+        return {"granularity": granularity, "k": k, "fraction": fraction, "largest": bool(largest),
+                "include_output": bool(include_output)}
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, model: nn.Module, data: Any = None) -> CriticalUnitSelector:
+        opts = self._resolved()
+        layers = prunable_layers(model, opts["include_output"], self.layers)
+        if self.method == "group_gradient":
+            if data is None:
+                raise SpurlabError("group_gradient needs examples to compute the loss on",
+                                   hint="pass the training split (a GroupedDataset or (x, y, groups))")
+            tensors = group_loss_gradients(model, layers, data, self.group, self.n_worst, self.batch_size)
+        else:
+            tensors = {name: m.weight.detach() for name, m in layers.items()}
+        self.scores_ = {name: unit_scores(t, opts["granularity"]).cpu() for name, t in tensors.items()}
+        self.n_candidates_ = int(sum(s.numel() for s in self.scores_.values()))
+        n_keep = opts["k"] if opts["k"] is not None else math.ceil(opts["fraction"] * self.n_candidates_)
+        self.units_ = rank_globally(self.scores_, min(int(n_keep), self.n_candidates_), opts["largest"],
+                                    opts["granularity"], self.method, self.group)
+        return self
+
+
+def unit_scores(tensor: torch.Tensor, granularity: str) -> torch.Tensor:
+    """Per-unit score of a weight-shaped tensor: row L2 norms (channel) or absolute values (weight)."""
+    tensor = tensor.detach().float()
+    if granularity == "channel":
+        return tensor.reshape(tensor.shape[0], -1).norm(dim=1)
+    return tensor.reshape(-1).abs()
+
+
+def rank_globally(scores: dict[str, torch.Tensor], n_keep: int, largest: bool, granularity: str,
+                  method: str = "", group: int | None = None) -> CriticalUnits:
+    """The ``n_keep`` best units over all layers; ties are broken by layer order, then index."""
+    names = list(scores)
+    flat = torch.cat([scores[n].reshape(-1).double() for n in names])
+    layer_of = torch.cat([torch.full((scores[n].numel(),), i, dtype=torch.long) for i, n in enumerate(names)])
+    offsets = torch.cat([torch.arange(scores[n].numel()) for n in names])
+    # A stable sort keeps ties in layer/index order, so the ranking is deterministic.
+    order = torch.sort(-flat if largest else flat, stable=True).indices[:n_keep]
+    return CriticalUnits(layers=np.array([names[i] for i in layer_of[order].tolist()], dtype=object),
+                         indices=offsets[order].numpy(), scores=flat[order].numpy(),
+                         granularity=granularity, method=method, group=group)
+
+
+# ------------------------------------------------------------------ gradients on a group
+@torch.no_grad()
+def per_example_losses(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Cross-entropy of every example (model in eval mode, on the model's device)."""
+    device = model_device(model)
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
+        yb = torch.as_tensor(y[start:start + batch_size], dtype=torch.long, device=device)
+        out.append(F.cross_entropy(model(xb), yb, reduction="none").cpu())
+    return torch.cat(out).numpy() if out else np.empty(0, np.float32)
+
+
+def worst_predicted(model: nn.Module, x: np.ndarray, y: np.ndarray, g: np.ndarray | None, group: int | None,
+                    n_worst: int, batch_size: int = 512) -> np.ndarray:
+    """Indices of the ``n_worst`` highest-loss examples of ``group`` (of all examples when None)."""
+    pool = np.arange(len(y))
+    if group is not None:
+        if g is None:
+            raise SpurlabError(f"group={group} was requested but the data has no group labels",
+                               hint="pass a GroupedDataset with a spurious attribute, or (x, y, groups)")
+        pool = np.flatnonzero(g == int(group))
+        if pool.size == 0:
+            raise SpurlabError(f"group {group} has no examples in the data",
+                               hint=f"groups present: {sorted(set(np.unique(g).tolist()))}")
+    losses = per_example_losses(model, x[pool], y[pool], batch_size)
+    return pool[np.argsort(-losses, kind="stable")[:n_worst]]
+
+
+def group_loss_gradients(model: nn.Module, layers: dict[str, nn.Module], data: Any, group: int | None,
+                         n_worst: int, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """``dL/dW`` of every layer's weight, ``L`` the summed CE of the worst-predicted examples of ``group``.
+
+    Gradients are taken with ``torch.autograd.grad``, so the caller's ``.grad``
+    buffers are not touched; the model is evaluated in eval mode and its mode restored.
+    """
+    x, y, g = as_arrays(data)
+    was_training = model.training
+    model.eval()
+    try:
+        chosen = worst_predicted(model, x, y, g, group, n_worst, batch_size)
+        weights = [m.weight for m in layers.values()]
+        grads = [torch.zeros_like(w) for w in weights]
+        device = model_device(model)
+        for start in range(0, len(chosen), batch_size):
+            idx = chosen[start:start + batch_size]
+            xb = torch.as_tensor(x[idx], dtype=torch.float32, device=device)
+            yb = torch.as_tensor(y[idx], dtype=torch.long, device=device)
+            loss = F.cross_entropy(model(xb), yb, reduction="sum")
+            for acc, grad in zip(grads, torch.autograd.grad(loss, weights, allow_unused=True)):
+                if grad is not None:
+                    acc += grad
+    finally:
+        model.train(was_training)
+    return dict(zip(layers, grads))
+
+
+# ------------------------------------------------------------------ facade
+def find_critical_units(model: nn.Module, data: Any = None, method: str = "weight_norm",
+                        granularity: str | None = None, k: int | None = None, fraction: float | None = None,
+                        group: int | None = None, **options: Any) -> CriticalUnits:
+    """The critical units of ``model`` by one selector (see :class:`CriticalUnitSelector`)."""
+    selector = CriticalUnitSelector(method=method, granularity=granularity, k=k, fraction=fraction,
+                                    group=group, **options)
+    return selector.fit(model, data).units_
+
+
+def critical_units_per_group(model: nn.Module, data: Any, k: int = 10, groups: list[int] | None = None,
+                             **options: Any) -> dict[int, CriticalUnits]:
+    """``group_gradient`` units for each group (every group present in ``data`` by default)."""
+    _, _, g = as_arrays(data)
+    if g is None:
+        raise SpurlabError("per-group critical units need group labels",
+                           hint="pass a GroupedDataset with a spurious attribute, or (x, y, groups)")
+    groups = sorted(set(np.unique(g).tolist())) if groups is None else groups
+    return {int(grp): find_critical_units(model, data, "group_gradient", k=k, group=int(grp), **options)
+            for grp in groups}

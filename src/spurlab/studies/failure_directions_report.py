@@ -1,0 +1,89 @@
+"""Headline table and figures of the failure-directions study."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from spurlab.report.direction_plots import plot_decision_histogram
+from spurlab.report.plots import plt
+
+HEADLINE_COLUMNS = {"svm_cv_balanced_acc": "svm_cv_bal_acc", "error_auroc": "error_auroc",
+                    "minority_share_of_errors": "minority_share_of_errors",
+                    "flag_minority_precision": "flag_minority_precision", "minority_recall": "minority_recall",
+                    "worst_group_acc": "worst_group_acc", "accuracy": "accuracy"}
+
+
+def _row_label(frame: pd.DataFrame) -> pd.Series:
+    directions = frame["experiment"] == "directions"
+    via = np.where(frame["embedder"].fillna("none") == "none", "", " (" + frame["embedder"].fillna("") + ")")
+    return pd.Series(np.where(directions, "directions: " + frame["embedder"].fillna(""),
+                              frame["intervention"].fillna("") + via), index=frame.index)
+
+
+def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (correlation, directions of an embedder | intervention), mean over seeds."""
+    if frame.empty:
+        return frame
+    wanted = frame[frame["metric"].isin(list(HEADLINE_COLUMNS))]
+    table = (wanted.assign(row=_row_label(wanted))
+             .pivot_table(index=["correlation", "row"], columns="metric", values="value", aggfunc="mean",
+                          sort=False)
+             .reindex(columns=[c for c in HEADLINE_COLUMNS if c in set(wanted["metric"])])
+             .rename(columns=HEADLINE_COLUMNS))
+    return table.reset_index()
+
+
+def plot_worst_group(frame: pd.DataFrame):
+    fixes = frame[frame["experiment"].isin(["upweighting", "selection"]) & (frame["metric"] == "worst_group_acc")]
+    table = fixes.assign(label=_row_label(fixes)).pivot_table(index="label", columns="correlation", values="value",
+                                                              aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * len(table)), 4))
+    width = 0.8 / max(len(table.columns), 1)
+    x = np.arange(len(table))
+    for i, corr in enumerate(table.columns):
+        ax.bar(x + (i - (len(table.columns) - 1) / 2) * width, table[corr].to_numpy(), width, label=f"p = {corr}")
+    ax.set_xticks(x, table.index, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("worst-group test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("Interventions: worst-group accuracy after retraining")
+    fig.tight_layout()
+    return fig
+
+
+def plot_flags(frame: pd.DataFrame):
+    directions = frame[frame["experiment"] == "directions"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (embedder, sub) in enumerate(directions.groupby("embedder")):
+        table = sub.pivot_table(index="correlation", columns="metric", values="value", aggfunc="mean")
+        axes[0].plot(table.index, table["flag_minority_precision"], "o-", label=f"{embedder}: precision")
+        if i == 0:  # the same quantity for every embedder (it depends on the model only)
+            axes[0].plot(table.index, table["minority_share_of_errors"], "kx--", alpha=0.7,
+                         label="minority share of the errors")
+        axes[1].plot(table.index, table["minority_recall"], "o-", label=f"{embedder}: minority recall")
+        axes[1].plot(table.index, table["error_auroc"], "s:", label=f"{embedder}: error AUROC")
+    for ax, title in zip(axes, ("Flags that are minority examples", "Recall and error AUROC"), strict=True):
+        ax.set_xlabel("train correlation p")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def add_figures(result, frame: pd.DataFrame, histograms: dict, correlation: float) -> None:
+    if frame.empty:
+        return
+    if frame["experiment"].isin(["upweighting", "selection"]).any():
+        result.add_figure("worst_group_accuracy", plot_worst_group(frame),
+                          "Worst-group accuracy on the group-balanced test split after each intervention.")
+    if (frame["experiment"] == "directions").any():
+        result.add_figure("flags", plot_flags(frame),
+                          "Left: share of flagged pool examples that are minority (a != y), against the "
+                          "minority's share of the model's errors. Right: minority recall and error AUROC.")
+    for embedder, series in histograms.items():
+        result.add_figure(f"decision_values_{embedder}",
+                          plot_decision_histogram(series, f"{embedder} directions, p = {correlation}: pool"),
+                          "Decision values of pool examples under their class SVM, by group.")

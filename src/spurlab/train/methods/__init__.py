@@ -1,0 +1,16 @@
+"""Robust training methods behind one registry, with seeded hyper-parameter grids and model selection.
+
+>>> from spurlab.train.methods import get_method, compare_methods
+>>> get_method("dfr", epochs=20).fit(splits).evaluate(splits["test"])   # doctest: +SKIP
+>>> compare_methods(splits, ["erm", "groupdro", "dfr"], seeds=[0, 1])     # doctest: +SKIP
+"""
+from spurlab.train.methods.base import (Method, get_method, get_method_class, method_registry,
+                                        register_method)
+from spurlab.train.methods.compare import compare_methods, evaluate_splits, summarize_comparison, tune_method
+from spurlab.train.methods.hparams import Hparam, default_hparams, hparam_grid, random_hparams
+from spurlab.train.methods.selection import CRITERIA, EpochSelector, resolve_criterion, selection_score
+
+__all__ = ["CRITERIA", "EpochSelector", "Hparam", "Method", "compare_methods", "default_hparams",
+           "evaluate_splits", "get_method", "get_method_class", "hparam_grid", "method_registry",
+           "random_hparams", "register_method", "resolve_criterion", "selection_score", "summarize_comparison",
+           "tune_method"]

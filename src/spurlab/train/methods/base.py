@@ -1,0 +1,235 @@
+"""The training-method contract and its registry (DomainBed-style, scikit-learn manners).
+
+A method is a :class:`Method` subclass decorated with :func:`register_method`.
+Its constructor takes the run settings (model, epochs, selection, seed,
+device) and its hyper-parameters; ``fit(splits)`` trains on ``splits["train"]``
+and selects on ``splits["val"]``; the learned state ends in ``_`` (``model_``,
+``history_``, ``best_epoch_``, ``val_score_``, ``details_``).
+
+>>> method = get_method("groupdro", epochs=20, eta=0.1).fit(splits)   # doctest: +SKIP
+>>> method.evaluate(splits["test"])["worst_group_acc"]                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from spurlab import metrics
+from spurlab.data.grouped import GroupedDataset
+from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.train.methods.hparams import OPTIMIZER_SPACE, Hparam, check_hparam_names, space_defaults
+from spurlab.train.methods.selection import EpochSelector, resolve_criterion
+from spurlab.train.trainer import TrainConfig, fit, predict_logits
+from spurlab.utils import resolve_device, seed_everything
+
+MODEL_NAMES = ("auto", "linear", "mlp", "cnn")
+
+
+def has_split(splits: Mapping[str, GroupedDataset], name: str) -> bool:
+    # Iterate the names: DatasetSplits raises SpurlabError (not KeyError) for a missing split,
+    # which Mapping.__contains__ does not catch.
+    return name in list(splits)
+
+
+class Method:
+    """Base class: subclasses set the class attributes and implement ``_fit``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    needs_groups: ClassVar[tuple[str, ...]] = ()  # splits whose group labels training reads
+    extra_space: ClassVar[dict[str, Hparam]] = {}
+
+    def __init__(self, model: str = "auto", epochs: int = 20, selection: str = "auto", seed: int = 0,
+                 device: str = "auto", **hparams: Any):
+        check_hparam_names(self.name, self.hparam_space(), hparams)
+        self.model = model
+        self.epochs = epochs
+        self.selection = selection
+        self.seed = seed
+        self.device = device
+        self.hparams = dict(hparams)
+
+    # ------------------------------------------------------------ contract
+    @classmethod
+    def hparam_space(cls) -> dict[str, Hparam]:
+        return {**OPTIMIZER_SPACE, **cls.extra_space}
+
+    def group_label_needs(self) -> tuple[str, ...]:
+        """The splits whose group labels this configuration trains with (``()``: none)."""
+        return self.needs_groups
+
+    def check_hparams(self, hp: dict[str, Any]) -> None:
+        """Raise :class:`SpurlabError` on impossible values (subclasses extend it)."""
+        if not hp["lr"] > 0:
+            raise SpurlabError(f"lr must be positive, got {hp['lr']}")
+        if hp["weight_decay"] < 0:
+            raise SpurlabError(f"weight_decay must be non-negative, got {hp['weight_decay']}")
+        if int(hp["batch_size"]) < 1:
+            raise SpurlabError(f"batch_size must be at least 1, got {hp['batch_size']}")
+
+    def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
+        raise NotImplementedError  # every registered method overrides this
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, splits: Mapping[str, GroupedDataset]) -> Method:
+        """Train on ``splits["train"]``, select on ``splits["val"]`` (when present)."""
+        train, val = self._check_splits(splits)
+        self.hparams_ = {**space_defaults(self.hparam_space()), **self.hparams}
+        self.check_hparams(self.hparams_)
+        self.device_ = resolve_device(self.device)
+        self.selection_ = resolve_criterion(self.selection, val)
+        self.model_name_ = self._resolve_model_name(train)
+        self.n_classes_ = train.n_classes
+        self.train_groups_ = train.g
+        self.history_: list[dict[str, Any]] = []
+        self.details_: dict[str, Any] = {}
+        self.best_epoch_: int | None = None
+        self.val_score_: float | None = None
+        seed_everything(self.seed)
+        start = time.perf_counter()
+        self._fit(train, val)
+        self.fit_time_s_ = time.perf_counter() - start
+        return self
+
+    def _check_splits(self, splits: Mapping[str, GroupedDataset]) -> tuple[GroupedDataset, GroupedDataset | None]:
+        if not has_split(splits, "train"):
+            raise SpurlabError("the splits have no 'train' split", hint="pass a DatasetSplits from load_splits()")
+        if int(self.epochs) < 1:
+            raise SpurlabError(f"epochs must be at least 1, got {self.epochs}")
+        train, val = splits["train"], splits["val"] if has_split(splits, "val") else None
+        if len(train) == 0:
+            raise SpurlabError("the training split is empty")
+        for split in self.group_label_needs():
+            ds = train if split == "train" else val
+            if ds is None:
+                raise SpurlabError(f"method {self.name!r} needs a {split!r} split",
+                                   hint="use a dataset with a validation split")
+            if not ds.has_groups:
+                raise SpurlabError(f"method {self.name!r} needs group labels on the {split!r} split",
+                                   hint="use a method that needs none (erm, jtt, failure_directions, "
+                                        "pruned_contrastive) or a dataset with a spurious attribute")
+        return train, val
+
+    def _resolve_model_name(self, train: GroupedDataset) -> str:
+        if self.model not in MODEL_NAMES:
+            raise UnknownNameError("model", self.model, list(MODEL_NAMES))
+        if self.model != "auto":
+            return self.model
+        return "cnn" if len(train.input_shape) == 3 else "mlp"
+
+    # ------------------------------------------------------------ helpers for subclasses
+    def new_model(self, input_shape: tuple[int, ...], seed_offset: int = 0) -> nn.Module:
+        from spurlab.models import make_model
+
+        return make_model(self.model_name_, input_shape, self.n_classes_, seed=self.seed + seed_offset)
+
+    def train_config(self, epochs: int | None = None, seed_offset: int = 0) -> TrainConfig:
+        hp = self.hparams_
+        return TrainConfig(epochs=int(epochs or self.epochs), lr=float(hp["lr"]), batch_size=int(hp["batch_size"]),
+                           weight_decay=float(hp["weight_decay"]), seed=self.seed + seed_offset,
+                           device=self.device_)
+
+    def train_network(self, x: np.ndarray, y: np.ndarray, val: GroupedDataset | None, *, stage: str = "train",
+                      sample_weights: np.ndarray | None = None, epochs: int | None = None,
+                      selection: str | None = None, seed_offset: int = 0) -> nn.Module:
+        """A fresh network trained by the (weighted) ERM trainer, best epoch restored.
+
+        ``selection`` defaults to the method's criterion; stage-one models pass ``"last"``.
+        """
+        model = self.new_model(tuple(x.shape[1:]), seed_offset)
+        selector = EpochSelector(selection or self.selection_, val, self.device_)
+        result = fit(model, x, y, self.train_config(epochs, seed_offset), sample_weights=sample_weights,
+                     on_epoch_end=selector)
+        self.record_history(stage, result.history)
+        self.record_selection(selector)
+        return selector.restore(model)
+
+    def record_history(self, stage: str, history: list[dict[str, Any]]) -> None:
+        self.history_ += [{"stage": stage, **row} for row in history]
+
+    def record_selection(self, selector: EpochSelector) -> None:
+        self.best_epoch_, self.val_score_ = selector.best_epoch, selector.best_score
+
+    # ------------------------------------------------------------ using the fitted model
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise SpurlabError(f"method {self.name!r} is not fitted yet", hint="call fit(splits) first")
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        return predict_logits(self.model_, np.asarray(x), device=self.device_)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_logits(x).argmax(axis=1)
+
+    def evaluate(self, ds: GroupedDataset) -> dict[str, Any]:
+        """Per-group accuracies, worst/mean group, plain and average accuracy on ``ds``.
+
+        ``average_acc`` weights the per-group accuracies by the *training* group shares
+        (see :func:`spurlab.metrics.train_weighted_accuracy`); it is ``None`` when ``ds``
+        lacks a group that training had.
+        """
+        self._check_fitted()
+        pred = self.predict(ds.x)
+        accs = metrics.group_accuracies(ds.y, pred, ds.g, ds.n_groups)
+        train_groups = set(np.unique(self.train_groups_).tolist())
+        average = (metrics.train_weighted_accuracy(ds.y, pred, ds.g, self.train_groups_)
+                   if train_groups <= set(accs) else None)
+        return {
+            "n": len(ds),
+            "accuracy": metrics.accuracy(ds.y, pred),
+            "worst_group_acc": min(accs.values()),
+            "mean_group_acc": float(np.mean(list(accs.values()))),
+            "average_acc": average,
+            "group_accuracy": {ds.group_name(g): acc for g, acc in accs.items()},
+            "group_count": {ds.group_name(g): int(n) for g, n in enumerate(ds.group_counts()) if n > 0},
+        }
+
+    def score(self, ds: GroupedDataset) -> float:
+        """Worst-group accuracy on ``ds`` (higher is better)."""
+        return float(self.evaluate(ds)["worst_group_acc"])
+
+    def __repr__(self) -> str:
+        settings = {"model": self.model, "epochs": self.epochs, "selection": self.selection, "seed": self.seed,
+                    **self.hparams}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
+
+
+# ------------------------------------------------------------------ registry
+METHOD_MODULES: list[str] = ["erm", "reweighting", "groupdro", "jtt", "dfr", "failure_directions",
+                             "pruned_contrastive"]
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise RuntimeError(f"{cls.__name__} has no name")
+    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
+        raise RuntimeError(f"method {cls.name!r} registered twice")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_registry() -> dict[str, type[Method]]:
+    """Every registered method class by name, in registration order."""
+    for module in METHOD_MODULES:
+        importlib.import_module(f"spurlab.train.methods.{module}")
+    return dict(_METHODS)
+
+
+def get_method_class(name: str) -> type[Method]:
+    registry = method_registry()
+    if name not in registry:
+        raise UnknownNameError("method", name, list(registry))
+    return registry[name]
+
+
+def get_method(name: str, **kwargs: Any) -> Method:
+    """An unfitted instance of method ``name`` (settings and hyper-parameters as keywords)."""
+    return get_method_class(name)(**kwargs)

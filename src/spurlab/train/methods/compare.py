@@ -1,0 +1,119 @@
+"""Running methods: evaluation on every split, hyper-parameter search, side-by-side comparison."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spurlab.data.grouped import GroupedDataset
+from spurlab.errors import SpurlabError
+from spurlab.train.methods.base import Method, get_method, get_method_class, has_split
+from spurlab.train.methods.hparams import hparam_grid
+from spurlab.train.methods.selection import score_dataset
+from spurlab.utils import log
+
+SUMMARY_METRICS = ("worst_group_acc", "mean_group_acc", "average_acc", "accuracy")
+GROUP_PREFIX = "acc:"
+
+
+def evaluate_splits(method: Method, splits: Mapping[str, GroupedDataset]) -> dict[str, dict[str, Any]]:
+    """``{split: method.evaluate(split)}`` for every split."""
+    return {name: method.evaluate(ds) for name, ds in splits.items()}
+
+
+def trial_score(method: Method, splits: Mapping[str, GroupedDataset]) -> float:
+    """How a fitted trial ranks: its own selection score, else its score on ``val``."""
+    if method.val_score_ is not None:
+        return float(method.val_score_)
+    if not has_split(splits, "val") or method.selection_ == "last":
+        raise SpurlabError("comparing hyper-parameter trials needs a validation split and a selection criterion",
+                           hint="use n_trials=1, or a dataset with a 'val' split and selection != 'last'")
+    return score_dataset(method.selection_, method.model_, splits["val"], method.device_)
+
+
+def tune_method(name: str, splits: Mapping[str, GroupedDataset], n_trials: int = 1, seed: int = 0,
+                hparams: dict[str, Any] | None = None, **settings: Any) -> tuple[Method, pd.DataFrame]:
+    """Fit ``n_trials`` hyper-parameter draws (trial 0: the defaults) and keep the best on validation.
+
+    ``hparams`` are fixed in every trial; ``settings`` go to the constructor (model,
+    epochs, selection, device). Returns the best fitted method and one row per trial.
+    """
+    get_method_class(name)(**dict(hparams or {}))  # unknown names fail before any training
+    rows, best, best_trial, best_score = [], None, 0, -np.inf
+    for trial, hp in enumerate(hparam_grid(name, n_trials, seed, fixed_hparams=hparams)):
+        method = get_method(name, seed=seed, **settings, **hp).fit(splits)
+        score = trial_score(method, splits) if n_trials > 1 else method.val_score_
+        rows.append({"trial": trial, **hp, "val_score": score, "best_epoch": method.best_epoch_,
+                     "fit_time_s": method.fit_time_s_})
+        if best is None or score > best_score:
+            best, best_trial, best_score = method, trial, score
+    table = pd.DataFrame(rows)
+    table["selected"] = table["trial"] == best_trial
+    return best, table
+
+
+def _result_row(method: Method, split: str, scores: dict[str, Any]) -> dict[str, Any]:
+    row = {"method": method.name, "seed": method.seed, "split": split,
+           **{k: scores[k] for k in SUMMARY_METRICS},
+           "selection": method.selection_, "val_score": method.val_score_, "best_epoch": method.best_epoch_,
+           "fit_time_s": method.fit_time_s_}
+    row.update({f"{GROUP_PREFIX}{g}": acc for g, acc in scores["group_accuracy"].items()})
+    return row
+
+
+def compare_methods(splits: Mapping[str, GroupedDataset], methods: Sequence[str], seeds: Sequence[int] = (0,),
+                    *, model: str = "auto", epochs: int = 20, selection: str = "auto",
+                    hparams: dict[str, dict[str, Any]] | None = None, device: str = "auto",
+                    score_splits: Sequence[str] = ("test",),
+                    on_fit: Callable[[Method], None] | None = None) -> pd.DataFrame:
+    """Fit every method with every seed; one row per method x seed x scored split.
+
+    Columns: method, seed, split, worst_group_acc, mean_group_acc, average_acc
+    (test group accuracies weighted by the training group shares), accuracy,
+    selection, val_score, best_epoch, fit_time_s and one ``acc:<group>`` column
+    per group. ``hparams`` maps a method name to its fixed hyper-parameters;
+    ``on_fit(method)`` is called with every fitted method (to keep models, plot, log).
+    """
+    hparams = dict(hparams or {})
+    _check_comparison(splits, methods, seeds, hparams, score_splits)
+    settings = {"model": model, "epochs": epochs, "selection": selection, "device": device}
+    instances = [get_method(name, seed=int(seed), **settings, **hparams.get(name, {}))
+                 for name in methods for seed in seeds]
+    for method in instances:  # group-label needs are checked for all methods before any training
+        method._check_splits(splits)
+    rows = []
+    for method in instances:
+        log(f"[spurlab] fitting {method.name} (seed {method.seed}) ...")
+        method.fit(splits)
+        if on_fit is not None:
+            on_fit(method)
+        rows += [_result_row(method, split, method.evaluate(splits[split])) for split in score_splits]
+    return pd.DataFrame(rows)
+
+
+def _check_comparison(splits, methods, seeds, hparams, score_splits) -> None:
+    if not methods:
+        raise SpurlabError("no methods to compare", hint="pass e.g. ['erm', 'groupdro', 'dfr']")
+    if len(set(methods)) != len(methods):
+        raise SpurlabError(f"methods repeat a name: {list(methods)}")
+    if not seeds:
+        raise SpurlabError("no seeds given", hint="pass e.g. seeds=[0, 1, 2]")
+    for name in hparams:
+        if name not in methods:
+            raise SpurlabError(f"hyper-parameters given for {name!r}, which is not among the compared methods")
+    for split in score_splits:
+        if not has_split(splits, split):
+            raise SpurlabError(f"cannot score split {split!r}: the dataset has {', '.join(splits)}")
+
+
+def summarize_comparison(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Mean and standard deviation over seeds per method (the seeds' spread), in the frame's order."""
+    if frame.empty:
+        raise SpurlabError("nothing to summarize: the comparison has no rows")
+    part = frame[frame["split"] == split]
+    stats = part.groupby("method", sort=False)[list(SUMMARY_METRICS)].agg(["mean", "std"])
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    stats["n_seeds"] = part.groupby("method", sort=False)["seed"].nunique()
+    return stats.fillna({c: 0.0 for c in stats.columns if c.endswith("_std")}).reset_index()

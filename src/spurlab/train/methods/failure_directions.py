@@ -1,0 +1,117 @@
+"""Failure-direction upweighting (Jain et al., ICLR 2023), wrapped as a training method.
+
+A base ERM model is trained for ``base_epochs``; per-class linear SVMs fit on the
+validation split's embeddings predict where that model errs (its *failure
+directions*); training examples on the failing side are upweighted and a fresh
+model is retrained for ``epochs``. Only class labels and the model's own
+predictions are used: no group labels anywhere (select with
+``selection="worst_class"`` to stay label-free end to end).
+
+Why a *briefly* trained base model: the paper embeds with CLIP, which never saw
+the training labels. With the model's own penultimate layer, a model trained to
+100% training accuracy has memorized its training examples onto the "correct"
+side of every direction, so almost nothing gets flagged (on spurious-digits:
+5 of 1007). After a few epochs the same directions flag the minority groups
+almost exactly (45 of 50 minority examples, no majority one). ``embedding="input"``
+uses the flattened inputs instead, an encoder independent of the model.
+
+The directions and weights come from :func:`spurlab.train.interventions.failure_direction_weights`
+(the failure-directions module), imported when the method is fitted.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from spurlab.data.grouped import GroupedDataset
+from spurlab.errors import SpurlabError
+from spurlab.models import penultimate_features
+from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.hparams import Hparam, choice
+from spurlab.train.trainer import predict
+
+SCHEMES = ("flagged", "overweight", "balanced", "soft")  # overweight: the same as flagged
+
+
+def _weights_function():
+    try:
+        from spurlab.train.interventions import failure_direction_weights
+    except ImportError as exc:
+        raise SpurlabError("the failure-direction upweighting is not available in this installation",
+                           hint=f"spurlab.train.interventions.failure_direction_weights is missing ({exc})") from exc
+    return failure_direction_weights
+
+
+@register_method
+class FailureDirectionUpweight(Method):
+    name = "failure_directions"
+    summary = ("briefly trained ERM; training examples its validation-fit failure directions flag are "
+               "upweighted; retrain (no group labels)")
+    reference = "Jain, Lawrence, Moitra, Madry, ICLR 2023 (arXiv 2206.14754)"
+    extra_space = {
+        "scheme": Hparam("balanced", choice(["flagged", "balanced", "soft"]),
+                         "flagged: weight `upweight` for decision value <= 0; balanced: in each class, flagged "
+                         "and unflagged get equal mass; soft: extra weight grows with max(0, -decision value)"),
+        "upweight": Hparam(2.0, choice([2.0, 3.0, 5.0]), "weight of a flagged example (flagged, soft)"),
+        "base_epochs": Hparam(4, choice([2, 4, 8]), "epochs of the base model whose failures are distilled"),
+        "embedding": Hparam("penultimate", choice(["penultimate", "input"]),
+                            "penultimate: the base model's features; input: the flattened inputs"),
+    }
+
+    def check_hparams(self, hp: dict) -> None:
+        super().check_hparams(hp)
+        if hp["scheme"] not in SCHEMES:
+            raise SpurlabError(f"scheme must be one of {', '.join(SCHEMES)}, got {hp['scheme']!r}")
+        if not hp["upweight"] >= 1:
+            raise SpurlabError(f"upweight must be at least 1, got {hp['upweight']}")
+        if int(hp["base_epochs"]) < 1:
+            raise SpurlabError(f"base_epochs must be at least 1, got {hp['base_epochs']}")
+        if hp["embedding"] not in ("penultimate", "input"):
+            raise SpurlabError(f"embedding must be 'penultimate' or 'input', got {hp['embedding']!r}")
+
+    def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
+        if val is None:
+            raise SpurlabError("failure_directions fits its SVMs on a 'val' split, and the dataset has none",
+                               hint="use a dataset with a validation split")
+        weights_for = _weights_function()
+        base = self.train_network(train.x, train.y, None, stage="base", epochs=int(self.hparams_["base_epochs"]),
+                                  selection="last")
+        weights = weights_for(
+            val_embeddings=self._embed(base, val.x),
+            val_labels=val.y,
+            val_predictions=predict(base, val.x, device=self.device_),
+            train_embeddings=self._embed(base, train.x),
+            train_labels=train.y,
+            scheme=self.hparams_["scheme"],
+            upweight=float(self.hparams_["upweight"]),
+            seed=self.seed,
+        )
+        weights = self._check_weights(np.asarray(weights, dtype=float), len(train))
+        self.weights_ = weights
+        self.details_.update(self._flag_summary(train, weights))
+        self.model_ = self.train_network(train.x, train.y, val, stage="upweighted", sample_weights=weights,
+                                         seed_offset=1)
+
+    def _embed(self, model, x: np.ndarray) -> np.ndarray:
+        if self.hparams_["embedding"] == "input":
+            return np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        return penultimate_features(model, x, device=self.device_)
+
+    @staticmethod
+    def _flag_summary(train: GroupedDataset, weights: np.ndarray) -> dict:
+        """Examples weighted above the least-weighted of their class, per group (diagnostic only)."""
+        upweighted = np.zeros(len(weights), dtype=bool)
+        for c in np.unique(train.y):
+            in_class = train.y == c
+            upweighted[in_class] = weights[in_class] > weights[in_class].min() + 1e-9
+        out = {"n_upweighted": int(upweighted.sum())}
+        if train.has_groups:
+            counts = np.bincount(train.g[upweighted], minlength=train.n_groups)
+            out["upweighted_by_group"] = {train.group_name(g): int(n) for g, n in enumerate(counts)}
+        return out
+
+    @staticmethod
+    def _check_weights(weights: np.ndarray, n: int) -> np.ndarray:
+        if weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
+            raise SpurlabError(f"failure_direction_weights returned invalid weights (shape {weights.shape}, "
+                               f"expected ({n},), finite, non-negative, not all zero)")
+        return weights

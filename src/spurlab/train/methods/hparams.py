@@ -1,0 +1,92 @@
+"""Hyper-parameter spaces: a default and a seeded random draw per hyper-parameter.
+
+As in DomainBed's ``hparams_registry``, every method declares its space; a
+sweep draws trial ``i`` from ``random_hparams(name, seed=...)`` and trial 0 is
+the defaults, so "one trial" always means "the defaults".
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spurlab.errors import SpurlabError
+
+
+@dataclass(frozen=True)
+class Hparam:
+    """One hyper-parameter: its default, a seeded sampler and a one-line help."""
+
+    default: Any
+    sample: Callable[[np.random.Generator], Any]
+    help: str = ""
+
+
+def log_uniform(low_exp: float, high_exp: float) -> Callable[[np.random.Generator], float]:
+    """Sampler of ``10 ** U(low_exp, high_exp)``."""
+    return lambda rng: float(10 ** rng.uniform(low_exp, high_exp))
+
+
+def choice(values: list | tuple) -> Callable[[np.random.Generator], Any]:
+    values = list(values)
+    return lambda rng: values[int(rng.integers(len(values)))]
+
+
+def fixed(value: Any) -> Callable[[np.random.Generator], Any]:
+    return lambda rng: value
+
+
+# Shared by every method that trains a network with the trainer's optimizer.
+OPTIMIZER_SPACE: dict[str, Hparam] = {
+    "lr": Hparam(1e-3, log_uniform(-4, -2.5), "learning rate (Adam)"),
+    "weight_decay": Hparam(0.0, choice([0.0, 1e-4, 1e-3, 1e-2]), "L2 weight decay"),
+    "batch_size": Hparam(64, choice([32, 64, 128]), "minibatch size"),
+}
+
+
+def space_defaults(space: dict[str, Hparam]) -> dict[str, Any]:
+    return {name: spec.default for name, spec in space.items()}
+
+
+def space_sample(space: dict[str, Hparam], seed: int) -> dict[str, Any]:
+    """One random draw; the same seed always gives the same hyper-parameters."""
+    rng = np.random.default_rng(seed)
+    # Draw in sorted name order so adding a hyper-parameter keeps the others' draws stable.
+    return {name: space[name].sample(rng) for name in sorted(space)}
+
+
+def check_hparam_names(method: str, space: dict[str, Hparam], given: dict[str, Any]) -> None:
+    unknown = sorted(set(given) - set(space))
+    if unknown:
+        raise SpurlabError(f"method {method!r} has no hyper-parameter(s) {', '.join(unknown)}",
+                           hint=f"its hyper-parameters: {', '.join(sorted(space))}")
+
+
+def default_hparams(method: str) -> dict[str, Any]:
+    """The defaults of method ``method``."""
+    from spurlab.train.methods.base import get_method_class
+
+    return space_defaults(get_method_class(method).hparam_space())
+
+
+def random_hparams(method: str, seed: int) -> dict[str, Any]:
+    """A seeded random draw from method ``method``'s space."""
+    from spurlab.train.methods.base import get_method_class
+
+    return space_sample(get_method_class(method).hparam_space(), seed)
+
+
+def hparam_grid(method: str, n_trials: int, seed: int = 0,
+                fixed_hparams: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``n_trials`` configurations: the defaults, then seeded random draws.
+
+    ``fixed_hparams`` (e.g. from ``--set``) override every trial.
+    """
+    if int(n_trials) < 1:
+        raise SpurlabError(f"n_trials must be at least 1, got {n_trials}")
+    fixed_hparams = dict(fixed_hparams or {})
+    trials = [default_hparams(method)]
+    trials += [random_hparams(method, seed=seed * 1000 + i) for i in range(1, int(n_trials))]
+    return [{**trial, **fixed_hparams} for trial in trials]

@@ -1,0 +1,72 @@
+"""The pruned-copy contrastive framework (You et al., 2025), wrapped as a training method.
+
+ERM is trained first; then the model is fine-tuned jointly with a pruned copy
+of itself (shared weights, the smallest weights masked, mask recomputed each
+epoch) under NT-Xent between the two paths plus a cross-entropy term. Training
+needs no group labels.
+
+The fine-tuning is :func:`spurlab.train.pruned_contrastive.train_pruned_contrastive`
+(the critical-neurons module), imported when the method is fitted.
+"""
+from __future__ import annotations
+
+from spurlab.data.grouped import GroupedDataset
+from spurlab.errors import SpurlabError
+from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.hparams import Hparam, choice, log_uniform
+from spurlab.train.methods.selection import EpochSelector
+
+
+def _framework_function():
+    try:
+        from spurlab.train.pruned_contrastive import train_pruned_contrastive
+    except ImportError as exc:
+        raise SpurlabError("the pruned-copy contrastive framework is not available in this installation",
+                           hint=f"spurlab.train.pruned_contrastive.train_pruned_contrastive is missing: {exc}") from exc
+    return train_pruned_contrastive
+
+
+@register_method
+class PrunedContrastive(Method):
+    name = "pruned_contrastive"
+    summary = "ERM, then fine-tune with a pruned copy of itself: NT-Xent both ways + lam x CE"
+    reference = "You et al., Nature Communications 2025 (arXiv 2501.00961)"
+    extra_space = {
+        "finetune_epochs": Hparam(10, choice([5, 10, 20]), "epochs of the contrastive fine-tuning"),
+        "finetune_lr": Hparam(2e-4, log_uniform(-4.5, -3), "Adam learning rate of the fine-tuning"),
+        "prune_fraction": Hparam(0.01, choice([0.005, 0.01, 0.02, 0.05]), "share of weights the copy masks"),
+        "temperature": Hparam(0.5, choice([0.1, 0.5, 1.0]), "NT-Xent temperature"),
+        "lam": Hparam(0.2, choice([0.1, 0.2, 0.5, 1.0]), "weight of the cross-entropy term"),
+        "representation": Hparam("logits", choice(["logits", "features"]),
+                                 "what NT-Xent compares: logits, features, or softmax (the authors' code)"),
+        "mask_method": Hparam("magnitude", choice(["magnitude"]), "magnitude (smallest |w|) or gradient"),
+    }
+
+    def check_hparams(self, hp: dict) -> None:
+        super().check_hparams(hp)
+        if int(hp["finetune_epochs"]) < 1:
+            raise SpurlabError(f"finetune_epochs must be at least 1, got {hp['finetune_epochs']}")
+        if not 0 < hp["prune_fraction"] < 1:
+            raise SpurlabError(f"prune_fraction must lie in (0, 1), got {hp['prune_fraction']}")
+        if not hp["temperature"] > 0 or not hp["finetune_lr"] > 0 or hp["lam"] < 0:
+            raise SpurlabError("temperature and finetune_lr must be positive and lam non-negative")
+        if hp["representation"] not in ("logits", "features", "softmax"):
+            raise SpurlabError(f"representation must be logits, features or softmax, got {hp['representation']!r}")
+        if hp["mask_method"] not in ("magnitude", "gradient"):
+            raise SpurlabError(f"mask_method must be magnitude or gradient, got {hp['mask_method']!r}")
+        if int(hp["batch_size"]) < 2:
+            raise SpurlabError("the contrastive loss needs batch_size >= 2 (the rest of the batch are negatives)")
+
+    def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
+        framework = _framework_function()
+        hp = self.hparams_
+        model = self.train_network(train.x, train.y, None, stage="erm", selection="last")
+        selector = EpochSelector(self.selection_, val, self.device_)
+        history = framework(model, train, epochs=int(hp["finetune_epochs"]), lr=float(hp["finetune_lr"]),
+                            batch_size=int(hp["batch_size"]), prune_fraction=float(hp["prune_fraction"]),
+                            temperature=float(hp["temperature"]), lam=float(hp["lam"]),
+                            representation=hp["representation"], mask_method=hp["mask_method"],
+                            seed=self.seed, device=self.device_, on_epoch_end=selector)
+        self.record_history("pruned_contrastive", list(history or []))
+        self.record_selection(selector)
+        self.model_ = selector.restore(model)
