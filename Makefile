@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/spurlab audit --out runs/demo
+	$(BIN)/spurlab audit --quick --out runs/demo
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \

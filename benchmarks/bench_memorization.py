@@ -94,9 +94,10 @@ def main() -> None:
     quick_s, _ = time_sweep(quick, quick_settings)
 
     lines = [f"## spurious-memorization: dual kernel solve vs naive refits ({datetime.date.today()})", "",
-             f"- machine: CPU-2: 2-core dev machine, shared/loaded during measurement ({platform.processor() or 'x86_64'}, "
-             f"torch threads {torch.get_num_threads()}); device used: {device}",
-             "- GPU: no GPU was available in this session (GPU numbers: not measured)",
+             "- machine: CPU-2: 2-core dev machine, shared/loaded during measurement "
+             f"({platform.processor() or 'x86_64'}, torch threads {torch.get_num_threads()}); device used: {device}",
+             f"- GPU: {torch.cuda.get_device_name()}" if device == "cuda"
+             else "- GPU: no GPU was available in this session (GPU numbers: not measured)",
              "- command: `.venv/bin/python -m benchmarks.bench_memorization"
              f"{' --full' if args.full else ''}`", "",
              "| case | fast (s) | naive (s) | ratio | max abs diff |", "|---|---|---|---|---|"]

@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 
+import pandas as pd
 import torch
 
 from spurlab.data.registry import load_splits
@@ -79,7 +80,12 @@ def available_methods() -> list[str]:
 def bench_methods(seeds: int, epochs: int) -> list[str]:
     splits = load_splits("spurious-digits", seed=0)
     methods = available_methods()
-    frame = compare_methods(splits, methods, seeds=list(range(seeds)), epochs=epochs)
+    # Seed-major, method-minor: every method's fits are spread over the whole run, so a load
+    # spike on the shared machine does not land on one method only.
+    frame = pd.concat([compare_methods(splits, [name], seeds=[seed], epochs=epochs)
+                       for seed in range(seeds) for name in methods], ignore_index=True)
+    frame["method"] = pd.Categorical(frame["method"], categories=methods, ordered=True)
+    frame = frame.sort_values(["method", "seed"]).astype({"method": str})
     summary = summarize_comparison(frame).set_index("method")
     erm_time = statistics.median(frame.loc[frame["method"] == "erm", "fit_time_s"])
     lines = ["| method | fit time (s, median) | × ERM | worst-group test | mean-group test | average test |",
@@ -100,9 +106,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadier on a shared box)")
     args = parser.parse_args()
-    if args.seeds < 1 or args.epochs < 1:
-        raise SpurlabError("--seeds and --epochs must be at least 1")
+    if args.seeds < 1 or args.epochs < 1 or args.threads < 1:
+        raise SpurlabError("--seeds, --epochs and --threads must be at least 1")
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     group_lines = bench_group_losses()
     method_lines = bench_methods(args.seeds, args.epochs)
@@ -112,7 +120,8 @@ def main() -> None:
           f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads); no GPU was available in this session "
           "(GPU numbers: not measured)")
-    print(f"- command: `.venv/bin/python -m benchmarks.bench_methods --seeds {args.seeds} --epochs {args.epochs}` "
+    print(f"- command: `.venv/bin/python -m benchmarks.bench_methods --seeds {args.seeds} --epochs {args.epochs} "
+          f"--threads {args.threads}` "
           f"({total:.0f} s in all)")
     print("\nGroup DRO's per-group minibatch losses (batch 128, forward + backward, same run):\n")
     print("\n".join(group_lines))

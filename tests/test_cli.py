@@ -1,6 +1,7 @@
 """The command line through Typer's test runner, and the first audit end to end."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -41,8 +42,8 @@ def test_bad_set_syntax():
 @pytest.fixture(scope="module")
 def audit_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("audit") / "run"
-    result = runner.invoke(app, ["audit", "--out", str(out), "--epochs", "25", "--device", "cpu"],
-                           terminal_width=200)
+    result = runner.invoke(app, ["audit", "--quick", "--out", str(out), "--methods", "erm,groupdro,dfr",
+                                 "--seeds", "2", "--device", "cpu"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "report:" in result.output
     return out
@@ -76,7 +77,7 @@ def test_audit_report_is_self_contained(audit_dir):
 
 
 def test_erm_on_the_planted_default_relies_on_the_patch():
-    audit = Audit(epochs=25, device="cpu").find_issues()
+    audit = Audit(epochs=25, device="cpu", skip=("directions", "units", "fixes")).find_issues()
     verdict = audit.results_["verdict"]
     test = audit.results_["splits"]["test"]
     minority = ["y=0..4,a=patch=green", "y=5..9,a=patch=red"]
@@ -84,3 +85,52 @@ def test_erm_on_the_planted_default_relies_on_the_patch():
     assert max(test["group_accuracy"][g] for g in minority) < min(test["group_accuracy"][g] for g in majority)
     assert verdict["relies_on_spurious"] and "patch" in verdict["text"]
     assert verdict["worst_group"] in minority
+
+
+def test_audit_explains_and_fixes(audit_dir):
+    summary = json.loads((audit_dir / "summary.json").read_text())
+    verdict = summary["verdict"]
+    assert verdict["relies_on_spurious"] and "patch" in verdict["text"]
+    # failure directions find the planted minority without group labels, and are captioned by the patch
+    directions = summary["directions"]
+    assert directions["flag_minority_precision"] > 0.8 and directions["error_auroc"] > 0.8
+    assert any("patch" in caption for caption in verdict["direction_captions"])
+    # editing a few units hurts the minority's training accuracy more than the majority's
+    units = summary["critical_units"]["headline"]
+    assert units["minority_train_delta"] < units["majority_train_delta"]
+    # every method is listed with its three accuracies; GroupDRO and DFR beat ERM on the worst group
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert set(methods) == {"erm", "groupdro", "dfr"}
+    for m in methods.values():
+        assert {"worst_group_acc", "mean_group_acc", "average_acc", "worst_group_acc_std"} <= set(m)
+        assert m["n_seeds"] == 2
+    assert methods["groupdro"]["worst_group_acc"] > methods["erm"]["worst_group_acc"] + 0.05
+    assert methods["dfr"]["worst_group_acc"] > methods["erm"]["worst_group_acc"] + 0.05
+    assert verdict["best_fix"]["method"] in ("groupdro", "dfr")
+
+
+def test_audit_of_embeddings_skips_model_steps(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 2, n)
+    minority = rng.random(n) < 0.2
+    emb = rng.normal(size=(n, 16)) + np.where(minority, 3.0, 0.0)[:, None] * np.eye(16)[0]
+    pred = np.where(minority, 1 - y, y)  # the model fails exactly the minority
+    split = np.array(["train", "val", "test"])[np.arange(n) % 3]
+    path = tmp_path / "emb.npz"
+    np.savez(path, embeddings=emb, labels=y, predictions=pred, spurious=np.where(minority, 1 - y, y), split=split)
+    result = runner.invoke(app, ["audit", "--embeddings", str(path), "--out", str(tmp_path / "o")],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert set(summary["skipped_steps"]) == {"train", "units", "fixes"}
+    assert summary["splits"]["test"]["worst_group_acc"] == 0.0
+    assert summary["directions"]["error_auroc"] > 0.9
+    assert "skipped" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_audit_bad_input():
+    bad = runner.invoke(app, ["audit", "--skip", "everything"])
+    assert bad.exit_code == 2 and "cannot skip" in bad.output
+    unknown = runner.invoke(app, ["audit", "--methods", "erm,magic"])
+    assert unknown.exit_code == 2 and "unknown method" in unknown.output

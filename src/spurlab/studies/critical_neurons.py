@@ -310,22 +310,25 @@ def add_framework_rows(result: StudyResult, curves: pd.DataFrame, finals: pd.Dat
 
 # ------------------------------------------------------------------ summaries
 def headline(evidence: pd.DataFrame, finals: pd.DataFrame, minority: list[int]) -> pd.DataFrame:
+    """A two-column summary: the strongest few-unit edit and the framework vs ERM on test."""
     rows = []
     contrast = minority_contrast(evidence, minority, "train", max_k=3)
     if not contrast.empty:
         best = contrast.iloc[0]
         test = minority_contrast(evidence, minority, "test", max_k=3)
         match = test[(test.unit_set == best.unit_set) & (test["mode"] == best["mode"]) & (test.k == best.k)]
-        rows.append({"what": f"strongest edit (k<=3): {best.unit_set}, {best['mode']}, k={int(best.k)}",
-                     "train minority Δ": best.minority_delta, "train majority Δ": best.majority_delta,
-                     "test minority Δ": match.minority_delta.mean(), "test majority Δ": match.majority_delta.mean()})
-    frame = pd.DataFrame(rows)
-    test = finals[(finals.split == "test") & finals.metric.isin(["worst_group_acc", "mean_group_acc"])]
-    stats = test.groupby(["method", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
-    table = stats.pivot(index="method", columns="metric", values="mean").reset_index()
-    spread = stats.pivot(index="method", columns="metric", values="std").add_suffix(" std").reset_index(drop=True)
-    framework = pd.concat([table, spread], axis=1).rename(columns={"method": "what"})
-    return pd.concat([frame, framework], ignore_index=True)
+        rows += [("strongest edit with k <= 3", f"{best.unit_set}, {best['mode']}, k={int(best.k)}"),
+                 ("Δ train acc minority / majority", f"{best.minority_delta:+.3f} / {best.majority_delta:+.3f}"),
+                 ("Δ test acc minority / majority",
+                  f"{match.minority_delta.mean():+.3f} / {match.majority_delta.mean():+.3f}")]
+    test = finals[finals.split == "test"]
+    for metric in ("worst_group_acc", "mean_group_acc"):
+        for method in ("erm_start", "erm", "pruned_contrastive"):
+            values = test[(test.metric == metric) & (test.method == method)]["value"]
+            if len(values):
+                spread = f" ± {values.std():.3f}" if len(values) > 1 else ""
+                rows.append((f"test {metric}: {method}", f"{values.mean():.3f}{spread} (n={len(values)})"))
+    return pd.DataFrame(rows, columns=["result", "value"])
 
 
 def evidence_notes(evidence: pd.DataFrame, minority: list[int], train: GroupedDataset, dataset: str) -> list[str]:
@@ -345,8 +348,14 @@ def framework_notes(finals: pd.DataFrame, seed: int, n_seeds: int) -> list[str]:
     test = finals[(finals.split == "test") & (finals.metric == "worst_group_acc")]
     wide = test.pivot(index="seed", columns="method", values="value")
     diff = wide["pruned_contrastive"] - wide["erm"]
-    spread = f" ± {diff.std():.3f} (std)" if len(diff) > 1 else ""
-    verdict = "improved" if diff.mean() > 0 else "did not improve"
-    return [f"Framework vs ERM at the same budget: the pruned-copy framework {verdict} test worst-group accuracy, "
-            f"by {diff.mean():+.3f}{spread} over seeds {seed}..{seed + n_seeds - 1} "
+    if len(diff) > 1:
+        sem = diff.std() / len(diff) ** 0.5
+        verdict = ("improved" if diff.mean() - 2 * sem > 0 else "lowered" if diff.mean() + 2 * sem < 0
+                   else "did not clearly change")
+        spread = f" ± {diff.std():.3f} (std; ± {sem:.3f} standard error)"
+    else:
+        verdict = "improved" if diff.mean() > 0 else "did not improve"
+        spread = " (one seed: no spread; raise n_seeds)"
+    return [f"Framework vs ERM at the same budget: the pruned-copy framework {verdict} test worst-group accuracy: "
+            f"{diff.mean():+.3f}{spread} over seeds {seed}..{seed + n_seeds - 1} "
             f"(per seed: {', '.join(f'{d:+.3f}' for d in diff)}). Final epoch, no model selection."]

@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 
-from spurlab.data.injections import PALETTE, INJECTIONS
+from spurlab.data.injections import PALETTE
 from spurlab.data.synthetic import structured_features
 from spurlab.errors import SpurlabError
 from spurlab.models.two_layer import ACTIVATION_NAMES, TwoLayerNet
 from spurlab.probes.contamination import ContaminationTracker
 from spurlab.studies.base import Study, StudyContext, StudyResult, register_study
-from spurlab.studies.feature_contamination_images import run_distillation, run_padding
+from spurlab.studies.feature_contamination_images import DOMAIN_INJECTIONS, run_distillation, run_padding
 from spurlab.studies.feature_contamination_report import add_figures, headline_table, row_params
 from spurlab.train.two_layer import LOSS_NAMES, OPTIMIZER_NAMES, TwoLayerTrainer, loss_values, signed_labels
 
@@ -167,7 +167,7 @@ class FeatureContaminationStudy(Study):
         _check_choice("image_model", config["image_model"], ("linear", "mlp", "cnn"))
         _check_choice("teacher_view", config["teacher_view"], ("domains", "invariant"))
         _check_choice("bg_probe", config["bg_probe"], ("centroid", "logistic"))
-        _check_choice("domain_injection", config["domain_injection"], tuple(INJECTIONS))
+        _check_choice("domain_injection", config["domain_injection"], DOMAIN_INJECTIONS)
         for key in ("n", "n_test", "d_core", "d_bg", "width", "steps", "log_every", "n_seeds",
                     "n_train_images", "n_test_images", "teacher_epochs", "distill_epochs", "pad_epochs",
                     "image_batch_size"):

@@ -24,14 +24,13 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from spurlab.data.injections import inject
 from spurlab.data.registry import get_entry, load_splits
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query
 from spurlab.errors import SpurlabError
-from spurlab.models.features import get_activation, make_feature_map
+from spurlab.models.features import make_feature_map
 from spurlab.models.nets import make_model
 from spurlab.probes.memorization import gammas, solve_memorization
 from spurlab.studies.base import Study, StudyContext, StudyResult, register_study
@@ -273,7 +272,8 @@ def _check_positive_ints(name: str, values, allow_zero: bool = False) -> None:
     values = values if isinstance(values, (list, tuple)) else [values]
     low = 0 if allow_zero else 1
     if not values or any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low for v in values):
-        raise SpurlabError(f"{name} must be {'an integer' if len(values) == 1 else 'integers'} >= {low}, got {values!r}")
+        what = "an integer" if len(values) == 1 else "integers"
+        raise SpurlabError(f"{name} must be {what} >= {low}, got {values!r}")
 
 
 @register_study

@@ -217,10 +217,12 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def method_registry() -> dict[str, type[Method]]:
-    """Every registered method class by name, in registration order."""
+    """Every registered method class by name: the built-in ones in ``METHOD_MODULES`` order, then others."""
     for module in METHOD_MODULES:
         importlib.import_module(f"spurlab.train.methods.{module}")
-    return dict(_METHODS)
+    order = {f"spurlab.train.methods.{module}": i for i, module in enumerate(METHOD_MODULES)}
+    ranked = sorted(_METHODS.items(), key=lambda item: order.get(item[1].__module__, len(order)))
+    return dict(ranked)
 
 
 def get_method_class(name: str) -> type[Method]:

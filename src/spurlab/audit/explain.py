@@ -1,0 +1,185 @@
+"""Explain: failure directions over the model's embeddings, and the critical units behind the minority."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from spurlab.data.grouped import DatasetSplits, GroupedDataset
+from spurlab.metrics import group_accuracies
+from spurlab.report.plots import plt
+
+EDIT_MODES = ("zero", "random_init")
+RANDOM_REPEATS = 5
+
+
+# ------------------------------------------------------------------ failure directions
+def minority_mask(ds: GroupedDataset) -> np.ndarray | None:
+    if ds.a is not None:
+        return ds.is_minority()
+    if ds.groups is not None:
+        return np.isin(ds.g, ds.minority_groups())
+    return None
+
+
+def attribute_metadata(ds: GroupedDataset) -> pd.DataFrame | None:
+    """The columns an attribute captioner can describe a direction with."""
+    frame = pd.DataFrame(index=pd.RangeIndex(len(ds)))
+    if ds.a is not None:
+        frame["spurious"] = np.asarray(ds.attr_names, dtype=object)[ds.a]
+    elif ds.groups is not None:
+        frame["group"] = [ds.group_name(g) for g in ds.g]
+    if ds.metadata is not None:
+        for col in ds.metadata.columns:
+            values = ds.metadata[col]
+            if col != "prediction" and values.nunique() <= 30 and values.nunique() > 1:
+                frame[col] = values.astype(str).to_numpy()
+    return frame if len(frame.columns) else None
+
+
+def explain_directions(splits: DatasetSplits, embeddings: dict[str, np.ndarray], predictions: dict[str, np.ndarray],
+                       seed: int, device: str, top_k: int = 8) -> dict[str, Any]:
+    """Fit per-class failure directions on ``val`` (else ``train``), score ``test``; return numbers + figures."""
+    from spurlab.probes.captions import AttributeCaptioner
+    from spurlab.probes.directions import FailureDirections
+    from spurlab.report.direction_plots import plot_decision_histogram
+
+    fit_split = "val" if "val" in splits else "train"
+    fit_ds, test = splits[fit_split], splits["test"]
+    fd = FailureDirections(seed=seed, device=device).fit(
+        embeddings[fit_split], fit_ds.y, predictions[fit_split], train_embeddings=embeddings.get("train"))
+    minority = minority_mask(test)
+    table = fd.evaluate(embeddings["test"], test.y, predictions["test"], minority=minority,
+                        class_names=list(test.class_names))
+    dv = fd.decision_function(embeddings["test"], test.y)
+    out: dict[str, Any] = {"fit_split": fit_split, "table": table, "figures": {}, "skipped": dict(fd.skipped_)}
+    meta = attribute_metadata(fit_ds)
+    if meta is not None:
+        captioner = AttributeCaptioner(embeddings[fit_split], fit_ds.y, meta)
+        out["captions"] = fd.describe(captioner, class_names=list(fit_ds.class_names), k=3)
+    correct = predictions["test"] == test.y
+    series = {"correct": dv[correct], "error": dv[~correct]}
+    if minority is not None:
+        series = {"majority": dv[~minority], "minority": dv[minority], **series}
+    out["figures"]["directions_histogram"] = (
+        plot_decision_histogram(series, "test decision values of the per-class failure directions"),
+        "Decision values on the test split: negative values are flagged as likely errors.")
+    if test.x.ndim == 4:
+        out["figures"]["directions_top_examples"] = (
+            _top_examples_figure(fd, embeddings["test"], test, dv, top_k),
+            "The most failure-aligned test examples of each class (title: group, decision value).")
+    out["flag_minority_precision"] = _mean_row(table, "flag_minority_precision")
+    out["minority_recall"] = _mean_row(table, "minority_recall")
+    out["error_auroc"] = _mean_row(table, "error_auroc")
+    out["cv_balanced_acc"] = _mean_row(table, "cv_balanced_acc")
+    return out
+
+
+def _mean_row(table: pd.DataFrame, column: str) -> float | None:
+    if column not in table.columns:
+        return None
+    value = table.loc[table["name"] == "mean", column]
+    return None if value.empty or pd.isna(value.iloc[0]) else float(value.iloc[0])
+
+
+def _top_examples_figure(fd, emb: np.ndarray, ds: GroupedDataset, dv: np.ndarray, top_k: int):
+    from spurlab.report.direction_plots import plot_image_grid
+
+    ranked = fd.rank(emb, ds.y, k=top_k)
+    idx = np.concatenate([ranked[c] for c in sorted(ranked)]) if ranked else np.empty(0, np.int64)
+    images = np.transpose(ds.x[idx], (0, 2, 3, 1))
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    titles = [f"{ds.group_name(int(ds.g[i])).replace(',', chr(10))}\n{dv[i]:.2f}" for i in idx]
+    return plot_image_grid(np.clip(images, 0, 1), titles, "top-ranked failure examples per class", columns=top_k)
+
+
+# ------------------------------------------------------------------ critical units
+def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int = 3) -> dict[str, Any]:
+    """Rank units two ways, edit the top-k, and report every group's accuracy change on train and test."""
+    from spurlab.models.editing import Intervention, evaluate_interventions
+    from spurlab.probes.neurons import find_critical_units
+
+    train = splits["train"]
+    minority = sorted(set(train.minority_groups()))
+    target = _worst_minority_group(model, train, minority)
+    selectors = {"weight_norm": find_critical_units(model, train, "weight_norm", k=k_max)}
+    if target is not None:
+        selectors["group_gradient"] = find_critical_units(model, train, "group_gradient", k=k_max, group=target)
+    interventions = []
+    for sel_name, units in selectors.items():
+        for mode in EDIT_MODES:
+            for k in range(1, k_max + 1):
+                repeats = RANDOM_REPEATS if mode != "zero" else 1
+                for r in range(repeats):
+                    interventions.append(Intervention(units.top(k), mode=mode, sigma=0.05, seed=seed + r,
+                                                      tags={"selector": sel_name, "mode": mode, "k": k}))
+    rows = []
+    for split in ("train", "test"):
+        ds = splits[split]
+        base = _group_acc(model, ds)
+        accs = evaluate_interventions(model, interventions, ds.x, ds.y, ds.g, ds.n_groups)
+        for iv, acc in zip(interventions, accs):
+            for g in range(ds.n_groups):
+                if g in base:
+                    rows.append({**iv.tags, "split": split, "group": g, "name": ds.group_name(g),
+                                 "minority": g in minority, "delta_acc": float(acc[g] - base[g])})
+    deltas = (pd.DataFrame(rows).groupby(["selector", "mode", "k", "split", "group", "name", "minority"],
+                                          as_index=False)["delta_acc"].mean())
+    units_table = pd.concat([u.table().assign(selector=name) for name, u in selectors.items()], ignore_index=True)
+    return {"target_group": None if target is None else train.group_name(target), "units": units_table,
+            "deltas": deltas, "figures": {"units_delta": (_delta_figure(deltas), _DELTA_CAPTION)},
+            "headline": _units_headline(deltas)}
+
+
+_DELTA_CAPTION = ("Change of training and test accuracy when the top-k critical units are zeroed or "
+                  "re-initialised (random modes averaged over repeats); minority groups in red.")
+
+
+def _group_acc(model: nn.Module, ds: GroupedDataset) -> dict[int, float]:
+    from spurlab.train import predict
+
+    return group_accuracies(ds.y, predict(model, ds.x, device="cpu"), ds.g, ds.n_groups)
+
+
+def _worst_minority_group(model: nn.Module, train: GroupedDataset, minority: list[int]) -> int | None:
+    if not minority:
+        return None
+    accs = _group_acc(model, train)
+    return min(minority, key=lambda g: (accs.get(g, 1.0), g))
+
+
+def _units_headline(deltas: pd.DataFrame) -> dict[str, Any]:
+    """The edit that separates minority from majority training accuracy the most."""
+    train = deltas[deltas["split"] == "train"]
+    per = train.groupby(["selector", "mode", "k", "minority"])["delta_acc"].mean().unstack("minority")
+    if True not in per.columns or False not in per.columns:
+        return {}
+    gap = (per[False] - per[True]).sort_values(ascending=False)
+    selector, mode, k = gap.index[0]
+    return {"selector": selector, "mode": mode, "k": int(k),
+            "minority_train_delta": float(per.loc[gap.index[0], True]),
+            "majority_train_delta": float(per.loc[gap.index[0], False])}
+
+
+def _delta_figure(deltas: pd.DataFrame):
+    combos = deltas[["selector", "mode"]].drop_duplicates().itertuples(index=False)
+    combos = list(combos)
+    fig, axes = plt.subplots(2, len(combos), figsize=(3.2 * len(combos), 5.2), squeeze=False, sharey=True)
+    for j, (selector, mode) in enumerate(combos):
+        for i, split in enumerate(("train", "test")):
+            ax = axes[i, j]
+            part = deltas[(deltas.selector == selector) & (deltas["mode"] == mode) & (deltas.split == split)]
+            for name, grp in part.groupby("name"):
+                colour = "tab:red" if grp["minority"].iloc[0] else "tab:blue"
+                ax.plot(grp["k"], grp["delta_acc"], marker="o", color=colour, alpha=0.8, label=name)
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_title(f"{selector} · {mode} · {split}", fontsize=8)
+            ax.set_xlabel("k units edited", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("Δ accuracy", fontsize=8)
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig

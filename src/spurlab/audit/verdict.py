@@ -1,0 +1,91 @@
+"""The audit's plain-language verdict, built from the numbers the steps measured."""
+from __future__ import annotations
+
+from typing import Any
+
+GAP_THRESHOLD = 0.10  # worst group this far below the mean group counts as a failure
+
+
+def _attribute_label(splits) -> str:
+    train = splits["train"]
+    if train.a is None:
+        return "a spurious attribute"
+    names = train.attr_names
+    kind = names[0].split("=")[0] if "=" in names[0] else "the attribute"
+    return f"the spurious attribute '{kind}' ({', '.join(names)})"
+
+
+def write_verdict(audit) -> dict[str, Any]:
+    splits, table = audit.splits_, audit.group_table_
+    test = table[table["split"] == "test"]
+    worst = test.loc[test["accuracy"].idxmin()]
+    mean_acc = float(test["accuracy"].mean())
+    train = splits["train"]
+    minority = set(train.minority_groups()) if train.has_groups else set()
+    relies = (mean_acc - float(worst["accuracy"]) >= GAP_THRESHOLD) and int(worst["group"]) in minority
+    attribute = _attribute_label(splits)
+    best_majority = test[~test["group"].isin(minority)]["accuracy"].max() if minority else mean_acc
+    n_train = int(train.group_counts()[int(worst["group"])])
+    if relies:
+        sentences = [f"The model relies on {attribute}: the minority group {worst['name']} ({n_train} training "
+                     f"examples) is at {worst['accuracy']:.0%} test accuracy, against {best_majority:.0%} for "
+                     f"the best majority group (mean group accuracy {mean_acc:.0%})."]
+    else:
+        sentences = [f"No strong reliance on {attribute} was found: the worst group {worst['name']} is at "
+                     f"{worst['accuracy']:.0%} test accuracy, within {GAP_THRESHOLD:.0%} of the mean group "
+                     f"accuracy {mean_acc:.0%}."]
+    facts: dict[str, Any] = {"relies_on_spurious": bool(relies), "attribute": attribute,
+                             "worst_group": str(worst["name"]), "worst_group_acc": float(worst["accuracy"]),
+                             "mean_group_acc": mean_acc}
+    sentences += _directions_sentences(audit, facts)
+    sentences += _units_sentences(audit, facts)
+    sentences += _fix_sentences(audit, facts)
+    facts["text"] = " ".join(sentences)
+    return facts
+
+
+def _directions_sentences(audit, facts: dict[str, Any]) -> list[str]:
+    directions = getattr(audit, "directions_", None)
+    if not directions:
+        return []
+    out = []
+    precision, recall = directions.get("flag_minority_precision"), directions.get("minority_recall")
+    if precision is not None and recall is not None:
+        out.append(f"Without group labels, the failure directions flag test examples that are {precision:.0%} "
+                   f"minority and find {recall:.0%} of the minority (error AUROC "
+                   f"{directions.get('error_auroc') or float('nan'):.2f}).")
+    failing = []
+    for caption in (directions.get("captions") or {}).values():
+        if caption.get("failure"):
+            failing.append(f"{caption['name']}: {caption['failure'][0]['caption']}")
+    if failing:
+        facts["direction_captions"] = failing
+        out.append("Their failing ends are described by " + "; ".join(failing) + ".")
+    return out
+
+
+def _units_sentences(audit, facts: dict[str, Any]) -> list[str]:
+    units = getattr(audit, "units_", None)
+    head = (units or {}).get("headline") or {}
+    if not head:
+        return []
+    facts["critical_units"] = head
+    return [f"Editing the top {head['k']} critical unit(s) ({head['selector']}, {head['mode']}) changes minority "
+            f"training accuracy by {head['minority_train_delta']:+.0%} against {head['majority_train_delta']:+.0%} "
+            f"for the majority."]
+
+
+def _fix_sentences(audit, facts: dict[str, Any]) -> list[str]:
+    from spurlab.audit.fix import best_fix
+
+    fixes = getattr(audit, "fixes_", None)
+    if not fixes:
+        return []
+    best = best_fix(fixes["summary"])
+    if best is None:
+        return []
+    facts["best_fix"] = best
+    base = best["baseline_worst_group_acc"]
+    against = f" (ERM: {base:.0%})" if base is not None else ""
+    return [f"Best fix: {best['method']} lifts worst-group test accuracy to {best['worst_group_acc']:.0%} "
+            f"± {best['worst_group_acc_std']:.0%} over {len(audit.seeds_)} seeds{against}."]
