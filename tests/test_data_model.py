@@ -98,5 +98,6 @@ def test_splits_mapping_and_summary():
     table = splits.summary()
     assert table["train"].tolist() == [4, 2, 2, 4]
     assert table["test"].tolist() == [1, 1, 1, 0]
+    assert "val" not in splits and "test" in splits and splits.get("val") is None
     with pytest.raises(SpurlabError, match="(?s)no split 'val'.*available splits: train, test"):
         splits["val"]

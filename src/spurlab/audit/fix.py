@@ -19,7 +19,7 @@ def usable_methods(splits: DatasetSplits, methods: tuple[str, ...]) -> tuple[lis
 
     usable, notes = [], []
     for name in methods:
-        needs = get_method_class(name).needs_groups
+        needs = get_method_class(name)().group_label_needs()
         missing = [s for s in needs if s not in splits or not splits[s].has_groups]
         if missing:
             notes.append(f"{name} skipped: it needs group labels on {', '.join(missing)}")

@@ -233,6 +233,12 @@ class DatasetSplits(Mapping[str, GroupedDataset]):
             )
         return self._splits[split]
 
+    def __contains__(self, split: object) -> bool:
+        return split in self._splits
+
+    def get(self, split: str, default: GroupedDataset | None = None) -> GroupedDataset | None:
+        return self._splits.get(split, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._splits)
 

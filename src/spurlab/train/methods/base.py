@@ -66,6 +66,11 @@ class Method:
 
     def check_hparams(self, hp: dict[str, Any]) -> None:
         """Raise :class:`SpurlabError` on impossible values (subclasses extend it)."""
+        for name, spec in self.hparam_space().items():
+            numeric_default = isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool)
+            value = hp[name]
+            if numeric_default and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+                raise SpurlabError(f"hyper-parameter {name} of {self.name!r} must be a number, got {value!r}")
         if not hp["lr"] > 0:
             raise SpurlabError(f"lr must be positive, got {hp['lr']}")
         if hp["weight_decay"] < 0:
