@@ -20,6 +20,8 @@ Hermite coefficients, or as a callable; a trailing ``'`` takes the derivative
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -276,7 +278,7 @@ def _check_inputs(Z, name: str = "Z") -> np.ndarray:
     return Z
 
 
-class FeatureMap:
+class FeatureMap(ABC):
     """Shared machinery: ``fit`` fixes the input size, ``gram`` and ``transform`` use it.
 
     Subclasses implement ``_feature_blocks(A)`` (explicit features, block by block),
@@ -340,8 +342,9 @@ class FeatureMap:
         (A,) = self._check_fitted(Z)
         return torch.cat(list(self._feature_blocks(A.to(self.device_))), dim=1).cpu().numpy()
 
+    @abstractmethod
     def _feature_blocks(self, A: torch.Tensor) -> Iterator[torch.Tensor]:
-        raise NotImplementedError
+        ...
 
     def _gram_blocks(self, A: torch.Tensor, n: int) -> torch.Tensor:
         K = torch.zeros(len(A), n, dtype=torch.float64, device=A.device)
@@ -349,8 +352,9 @@ class FeatureMap:
             K += (P @ P[:n].T).to(torch.float64)
         return K
 
+    @abstractmethod
     def _limit_gram(self, A: torch.Tensor, n: int) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
     def _blocks(self) -> Iterator[tuple[int, int]]:
         """``(block index, size)`` over the features in blocks of ``block_size``."""

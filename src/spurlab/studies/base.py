@@ -12,6 +12,8 @@ writes into the output folder:
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import contextlib
 import json
 import platform
@@ -94,7 +96,7 @@ class StudyResult:
         return frame[list(RESULT_COLUMNS) + rest]
 
 
-class Study:
+class Study(ABC):
     """Base class: subclasses set the class attributes and implement ``run``."""
 
     name: ClassVar[str] = ""
@@ -102,15 +104,17 @@ class Study:
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
 
+    @abstractmethod
     def default_config(self, quick: bool) -> dict[str, Any]:
         """The configuration of the quick (``quick=True``) or the full run."""
-        raise NotImplementedError  # every registered study overrides this
+        ...
 
     def validate(self, config: dict[str, Any]) -> None:
         """Raise :class:`SpurlabError` on an impossible configuration."""
 
+    @abstractmethod
     def run(self, ctx: StudyContext) -> StudyResult:
-        raise NotImplementedError  # every registered study overrides this
+        ...
 
 
 # ------------------------------------------------------------------ registry

@@ -12,6 +12,8 @@ names validated) before anything runs, and runs it to a long table.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import importlib
 import inspect
 import os
@@ -30,7 +32,7 @@ METHOD_RUN_SETTINGS: dict[str, Any] = {"dataset": "spurious-digits", "dataset_pa
 METHOD_METRICS = ("worst_group_acc", "mean_group_acc", "average_acc", "accuracy")
 
 
-class Target:
+class Target(ABC):
     """Resolve a parameter setting, then run it to a long table of results."""
 
     kind: str = ""
@@ -43,16 +45,19 @@ class Target:
     def spec(self) -> str:
         return f"{self.kind}:{self.name}"
 
+    @abstractmethod
     def parameters(self, quick: bool = True) -> dict[str, Any]:
         """The parameters a sweep may set, with their defaults."""
-        raise NotImplementedError  # every target kind overrides this
+        ...
 
+    @abstractmethod
     def resolve(self, params: dict[str, Any], quick: bool = True) -> dict[str, Any]:
         """The full configuration of a run with ``params`` (raises on unknown names)."""
-        raise NotImplementedError  # every target kind overrides this
+        ...
 
+    @abstractmethod
     def run(self, params: dict[str, Any], seed: int, quick: bool, device: str) -> pd.DataFrame:
-        raise NotImplementedError  # every target kind overrides this
+        ...
 
 
 def parse_target(text: str) -> Target:

@@ -11,6 +11,8 @@ and selects on ``splits["val"]``; the learned state ends in ``_`` (``model_``,
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import importlib
 import time
 from collections.abc import Mapping
@@ -36,7 +38,7 @@ def has_split(splits: Mapping[str, GroupedDataset], name: str) -> bool:
     return name in list(splits)
 
 
-class Method:
+class Method(ABC):
     """Base class: subclasses set the class attributes and implement ``_fit``."""
 
     name: ClassVar[str] = ""
@@ -78,8 +80,9 @@ class Method:
         if int(hp["batch_size"]) < 1:
             raise SpurlabError(f"batch_size must be at least 1, got {hp['batch_size']}")
 
+    @abstractmethod
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
-        raise NotImplementedError  # every registered method overrides this
+        ...
 
     # ------------------------------------------------------------ fitting
     def fit(self, splits: Mapping[str, GroupedDataset]) -> Method:
