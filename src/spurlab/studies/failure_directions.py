@@ -56,6 +56,7 @@ class FailureDirectionsStudy(Study):
     def default_config(self, quick: bool) -> dict[str, Any]:
         return {
             "dataset": "colored-mnist",
+            "dataset_params": {},  # passed to the dataset, e.g. {"spurious": "patch"} for cifar10
             "correlation": [0.9, 0.97] if quick else [0.8, 0.9, 0.95, 0.97, 0.99],
             "n_train": 2500 if quick else 12000,
             "n_test": 600 if quick else 4000,
@@ -128,6 +129,7 @@ def build_splits(cfg: dict[str, Any], p: float, seed: int) -> tuple[GroupedDatas
     wanted = {"p": p, "val_correlation": "same", "test_correlation": "balanced",
               "val_fraction": cfg["val_fraction"], "n_train": cfg["n_train"], "n_test": cfg["n_test"]}
     params = {k: v for k, v in wanted.items() if k in entry.parameters()}
+    params.update(cfg.get("dataset_params") or {})
     splits: DatasetSplits = load_splits(cfg["dataset"], seed=seed, **params)
     if "val" not in splits or splits["train"].a is None:
         raise SpurlabError(f"dataset {cfg['dataset']!r} needs a val split and a spurious attribute",
