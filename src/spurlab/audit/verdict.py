@@ -70,6 +70,9 @@ def _units_sentences(audit, facts: dict[str, Any]) -> list[str]:
     if not head:
         return []
     facts["critical_units"] = head
+    if abs(head["minority_train_delta"]) < 0.02:
+        return [f"Editing up to {head['k']} critical unit(s) barely changes any group's training accuracy: "
+                f"no few-unit memorization of the minority was found."]
     return [f"Editing the top {head['k']} critical unit(s) ({head['selector']}, {head['mode']}) changes minority "
             f"training accuracy by {head['minority_train_delta']:+.0%} against {head['majority_train_delta']:+.0%} "
             f"for the majority."]
