@@ -14,27 +14,15 @@ import argparse
 import datetime
 import pickle
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks._timing import median_time
 from spurlab.data.cifar import SPLIT_FILES, build_with_sources, read_cifar
 from spurlab.data.images import build_image_splits
 from spurlab.data.replicas import write_cifar_replica
-
-
-def timed(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def reference_binary(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -80,14 +68,14 @@ def run(n_train: int, n_test: int, repeats: int) -> str:
         options = dict(name="cifar10", seed=0, classes="3/8", spurious="patch", p=0.9)
         rows = [
             ("binary layout: vectorized read vs per-record loop",
-             timed(lambda: read_cifar(root, "cifar10", "binary"), repeats),
-             timed(lambda: reference_binary(root / "cifar-10-batches-bin"), repeats)),
+             median_time(lambda: read_cifar(root, "cifar10", "binary"), repeats),
+             median_time(lambda: reference_binary(root / "cifar-10-batches-bin"), repeats)),
             ("Python layout: restricted unpickler vs stdlib pickle.load",
-             timed(lambda: read_cifar(root, "cifar10", "python"), repeats),
-             timed(lambda: reference_python(root / "cifar-10-batches-py"), repeats)),
+             median_time(lambda: read_cifar(root, "cifar10", "python"), repeats),
+             median_time(lambda: reference_python(root / "cifar-10-batches-py"), repeats)),
             ("cats vs ships + patch: build_with_sources vs build_image_splits",
-             timed(lambda: build_with_sources(arrays, ours_bin.class_names, **options), repeats),
-             timed(lambda: build_image_splits(arrays, ours_bin.class_names, **options), repeats)),
+             median_time(lambda: build_with_sources(arrays, ours_bin.class_names, **options), repeats),
+             median_time(lambda: build_image_splits(arrays, ours_bin.class_names, **options), repeats)),
         ]
     return _markdown(rows, n_train, n_test, repeats)
 

@@ -17,28 +17,18 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from benchmarks._timing import median_time
 from spurlab.models import make_model
 from spurlab.models.convnets import build_image_model
 from spurlab.models.editing import Intervention, evaluate_interventions
 from spurlab.probes.neurons import CriticalUnits, find_critical_units
 from spurlab.probes.unit_evidence import build_interventions
 from spurlab.utils import resolve_device
-
-
-def timed(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs (the equality check ran it once before)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def single_channel_zeroes(model) -> list[Intervention]:
@@ -60,7 +50,7 @@ def bench_all_channels(name: str, model, n_eval: int, repeats: int, device: str)
     for s in ("shared", "vmap"):
         if not np.allclose(results[s], results["loop"]):
             raise AssertionError(f"{s} disagrees with the loop on {name}")
-    times = {s: timed(lambda s=s: evaluate_interventions(model, ivs, x, y, g, strategy=s), repeats)
+    times = {s: median_time(lambda s=s: evaluate_interventions(model, ivs, x, y, g, strategy=s), repeats, warmup=False)
              for s in ("loop", "shared", "vmap")}
     return [(f"{name}: zero each of {len(ivs)} conv channels, {n_eval} images, {s} vs loop", times[s], times["loop"])
             for s in ("shared", "vmap")]

@@ -27,18 +27,10 @@ from spurlab.errors import SpurlabError
 from spurlab.models import penultimate_features
 from spurlab.train.methods.base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
+from spurlab.train.interventions import failure_direction_weights
 from spurlab.train.trainer import predict
 
 SCHEMES = ("flagged", "overweight", "balanced", "soft")  # overweight: the same as flagged
-
-
-def _weights_function():
-    try:
-        from spurlab.train.interventions import failure_direction_weights
-    except ImportError as exc:
-        raise SpurlabError("the failure-direction upweighting is not available in this installation",
-                           hint=f"spurlab.train.interventions.failure_direction_weights is missing ({exc})") from exc
-    return failure_direction_weights
 
 
 @register_method
@@ -72,7 +64,7 @@ class FailureDirectionUpweight(Method):
         if val is None:
             raise SpurlabError("failure_directions fits its SVMs on a 'val' split, and the dataset has none",
                                hint="use a dataset with a validation split")
-        weights_for = _weights_function()
+        weights_for = failure_direction_weights
         base = self.train_network(train.x, train.y, None, stage="base", epochs=int(self.hparams_["base_epochs"]),
                                   selection="last")
         weights = weights_for(

@@ -15,15 +15,7 @@ from spurlab.errors import SpurlabError
 from spurlab.train.methods.base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
-
-
-def _framework_function():
-    try:
-        from spurlab.train.pruned_contrastive import train_pruned_contrastive
-    except ImportError as exc:
-        raise SpurlabError("the pruned-copy contrastive framework is not available in this installation",
-                           hint=f"spurlab.train.pruned_contrastive.train_pruned_contrastive is missing: {exc}") from exc
-    return train_pruned_contrastive
+from spurlab.train.pruned_contrastive import train_pruned_contrastive
 
 
 @register_method
@@ -58,7 +50,7 @@ class PrunedContrastive(Method):
             raise SpurlabError("the contrastive loss needs batch_size >= 2 (the rest of the batch are negatives)")
 
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
-        framework = _framework_function()
+        framework = train_pruned_contrastive
         hp = self.hparams_
         model = self.train_network(train.x, train.y, None, stage="erm", selection="last")
         selector = EpochSelector(self.selection_, val, self.device_)
