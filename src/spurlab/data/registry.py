@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
-from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.errors import SpurlabError
+from spurlab.registry import Registry
 
 DEFAULT_DATA_DIR = Path("~/.cache/spurlab")
 
@@ -68,7 +69,8 @@ class DatasetEntry:
         return splits
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry(
+    "dataset", [f"spurlab.data.{m}" for m in ("synthetic", "images", "benchmarks", "cifar", "embeddings")])
 
 
 def register_dataset(name: str, summary: str, kind: str, needs_files: bool = False,
@@ -76,9 +78,8 @@ def register_dataset(name: str, summary: str, kind: str, needs_files: bool = Fal
     """Decorator registering a builder ``f(**params, data_dir=, seed=) -> DatasetSplits``."""
 
     def decorate(builder: Callable[..., DatasetSplits]):
-        if name in _REGISTRY:
-            raise RuntimeError(f"dataset {name!r} registered twice")
-        _REGISTRY[name] = DatasetEntry(name, builder, summary, kind, needs_files, defaults, extra_params)
+        entry = DatasetEntry(name, builder, summary, kind, needs_files, defaults, extra_params)
+        DATASETS.add(name, entry, origin=builder.__module__)
         return builder
 
     return decorate
@@ -86,26 +87,18 @@ def register_dataset(name: str, summary: str, kind: str, needs_files: bool = Fal
 
 def register_preset(name: str, base: str, summary: str, **defaults: Any) -> None:
     """Register ``name`` as ``base`` with some parameters preset."""
-    entry = _REGISTRY[base]
-    _REGISTRY[name] = DatasetEntry(name, entry.builder, summary, entry.kind, entry.needs_files,
-                                   {**(entry.defaults or {}), **defaults}, entry.extra_params)
-
-
-def _ensure_loaded() -> None:
-    # Importing the modules runs their @register_dataset decorators.
-    from spurlab.data import benchmarks, cifar, embeddings, images, synthetic  # noqa: F401
+    entry = DATASETS.get(base, load=False)
+    preset = DatasetEntry(name, entry.builder, summary, entry.kind, entry.needs_files,
+                          {**(entry.defaults or {}), **defaults}, entry.extra_params)
+    DATASETS.add(name, preset, origin=entry.builder.__module__)
 
 
 def dataset_entries() -> dict[str, DatasetEntry]:
-    _ensure_loaded()
-    return dict(_REGISTRY)
+    return DATASETS.entries()
 
 
 def get_entry(name: str) -> DatasetEntry:
-    entries = dataset_entries()
-    if name not in entries:
-        raise UnknownNameError("dataset", name, list(entries))
-    return entries[name]
+    return DATASETS.get(name)
 
 
 def load_splits(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0,

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from spurlab.errors import SpurlabError
+from spurlab.registry import Registry
 from spurlab.report.html import HtmlReport
 from spurlab.utils import atomic_write_csv, atomic_write_json, log, resolve_device
 
@@ -126,31 +127,20 @@ STUDY_MODULES: list[str] = [
     "critical_neurons",
     "failure_directions",
 ]
-_STUDIES: dict[str, type[Study]] = {}
+STUDIES: Registry[type[Study]] = Registry("study", [f"spurlab.studies.{m}" for m in STUDY_MODULES], order="name")
 
 
 def register_study(cls: type[Study]) -> type[Study]:
-    if not cls.name:
-        raise RuntimeError(f"{cls.__name__} has no name")
-    _STUDIES[cls.name] = cls
-    return cls
+    """Class decorator: make ``cls`` runnable as ``spurlab study <cls.name>``."""
+    return STUDIES.add(cls.name, cls)
 
 
 def study_registry() -> dict[str, type[Study]]:
-    import importlib
-
-    for module in STUDY_MODULES:
-        importlib.import_module(f"spurlab.studies.{module}")
-    return dict(sorted(_STUDIES.items()))
+    return STUDIES.entries()
 
 
 def get_study(name: str) -> Study:
-    from spurlab.errors import UnknownNameError
-
-    registry = study_registry()
-    if name not in registry:
-        raise UnknownNameError("study", name, list(registry))
-    return registry[name]()
+    return STUDIES.get(name)()
 
 
 # ------------------------------------------------------------------ overrides

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import importlib
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -24,6 +23,7 @@ from torch import nn
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.registry import Registry
 from spurlab.train.methods.hparams import OPTIMIZER_SPACE, Hparam, check_hparam_names, space_defaults
 from spurlab.train.methods.selection import EpochSelector, resolve_criterion
 from spurlab.train.trainer import TrainConfig, fit, predict_logits
@@ -212,32 +212,21 @@ class Method(ABC):
 # ------------------------------------------------------------------ registry
 METHOD_MODULES: list[str] = ["erm", "reweighting", "groupdro", "jtt", "dfr", "failure_directions",
                              "pruned_contrastive"]
-_METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method", [f"spurlab.train.methods.{m}" for m in METHOD_MODULES])
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    if not cls.name:
-        raise RuntimeError(f"{cls.__name__} has no name")
-    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
-        raise RuntimeError(f"method {cls.name!r} registered twice")
-    _METHODS[cls.name] = cls
-    return cls
+    """Class decorator: make ``cls`` available to ``get_method``, ``compare_methods`` and ``spurlab train``."""
+    return METHODS.add(cls.name, cls)
 
 
 def method_registry() -> dict[str, type[Method]]:
     """Every registered method class by name: the built-in ones in ``METHOD_MODULES`` order, then others."""
-    for module in METHOD_MODULES:
-        importlib.import_module(f"spurlab.train.methods.{module}")
-    order = {f"spurlab.train.methods.{module}": i for i, module in enumerate(METHOD_MODULES)}
-    ranked = sorted(_METHODS.items(), key=lambda item: order.get(item[1].__module__, len(order)))
-    return dict(ranked)
+    return METHODS.entries()
 
 
 def get_method_class(name: str) -> type[Method]:
-    registry = method_registry()
-    if name not in registry:
-        raise UnknownNameError("method", name, list(registry))
-    return registry[name]
+    return METHODS.get(name)
 
 
 def get_method(name: str, **kwargs: Any) -> Method:
