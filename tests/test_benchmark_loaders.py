@@ -114,3 +114,24 @@ def test_celeba_missing_or_damaged_files(celeba, tmp_path):
     (root / "list_attr_celeba.txt").write_text("\n".join(lines[:3] + [lines[3].rsplit(" ", 2)[0]]) + "\n")
     with pytest.raises(SpurlabError, match="do not have 40 attribute values"):
         load_splits("celeba", data_dir=tmp_path)
+    lines[3] = lines[3].rsplit(" ", 1)[0] + " 0"
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpurlabError, match="must be 1 or -1"):
+        load_splits("celeba", data_dir=tmp_path)
+
+
+def test_splits_too_big_for_memory_are_refused_before_decoding(celeba, waterbirds, monkeypatch):
+    import spurlab.data.benchmarks as loaders
+
+    one_image = 3 * 8 * 8 * 4
+    monkeypatch.setattr(loaders, "available_memory_bytes", lambda: 6 * one_image / 0.8)  # 6 images fit
+    with monkeypatch.context() as patch:
+        decoded = []
+        patch.setattr(loaders, "load_image", lambda *args: decoded.append(args))
+        for name, root in (("celeba", celeba.data_dir), ("waterbirds", waterbirds.data_dir)):
+            with pytest.raises(SpurlabError, match=f"{name}: .* images of 8x8 need") as info:
+                load_splits(name, data_dir=root, image_size=8)
+            assert "limit=" in str(info.value)
+        assert decoded == []
+    splits = load_splits("celeba", data_dir=celeba.data_dir, image_size=8, limit=2)  # 3 splits x 2 fit
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [2, 2, 2]

@@ -137,6 +137,21 @@ def log(message: str) -> None:
         print(message, file=sys.stderr)
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the OS can give this process now (``MemAvailable`` on Linux), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 # ---------------------------------------------------------------- validation
 def check_finite(name: str, array: np.ndarray) -> None:
     if np.issubdtype(np.asarray(array).dtype, np.number) and not np.all(np.isfinite(array)):
@@ -163,7 +178,8 @@ def check_labels(name: str, labels: np.ndarray, n_classes: int | None = None) ->
     if labels.ndim != 1:
         raise SpurlabError(f"{name} must be 1-d, got shape {labels.shape}")
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        whole = np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
+        if whole and np.all(labels == np.round(labels)):
             labels = labels.astype(np.int64)
         else:
             raise SpurlabError(

@@ -11,6 +11,7 @@ Images are resized to ``image_size`` (square) and kept in memory as floats in
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import pandas as pd
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.registry import register_dataset
 from spurlab.errors import DataNotFoundError, SpurlabError
+from spurlab.utils import available_memory_bytes
 
 from spurlab.data.images import SPLIT_CODES_BY_NAME
 
@@ -44,12 +46,33 @@ def _subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFram
     return frame.sample(n=int(limit), random_state=seed).sort_index()
 
 
-def _images(root: Path, files: pd.Series, image_size: int) -> np.ndarray:
+def _check_memory(frame: pd.DataFrame, limit: int | None, image_size: int, dataset: str) -> None:
+    """Refuse, before decoding anything, splits that would not fit in memory as float32."""
+    n_images = sum(min(len(rows), limit or len(rows)) for _, rows in frame.groupby("split"))
+    need = n_images * 3 * image_size * image_size * 4
+    available = available_memory_bytes()
+    if available is not None and need > 0.8 * available:
+        raise SpurlabError(f"{dataset}: {n_images} images of {image_size}x{image_size} need "
+                           f"{need / 2**30:.1f} GiB as float32, {available / 2**30:.1f} GiB is available",
+                           hint="pass limit=N (images per split, e.g. --set limit=20000) or a smaller image_size")
+
+
+def _images(root: Path, files: pd.Series, image_size: int, workers: int | None = None) -> np.ndarray:
+    """Decode and resize every file into one float32 (n, 3, S, S) array, on a few threads (PIL releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from spurlab.utils import progress
 
     out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)
-    for i, name in enumerate(progress(files, "loading images", total=len(files))):
-        out[i] = load_image(root / name, image_size)
+    paths = [root / name for name in files]
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def decode(i: int) -> None:
+        out[i] = load_image(paths[i], image_size)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in progress(pool.map(decode, range(len(paths))), "loading images", total=len(paths)):
+            pass
     return out
 
 
@@ -75,6 +98,7 @@ def build_waterbirds(data_dir: Path, image_size: int = 64, limit: int | None = N
     if missing:
         raise SpurlabError(f"{root / 'metadata.csv'} lacks column(s) {', '.join(sorted(missing))}",
                            hint="expected the WILDS columns img_filename, y, split, place")
+    _check_memory(meta, limit, image_size, "waterbirds")
     splits = {}
     for code, split in SPLIT_CODES.items():
         rows = _subsample(meta[meta["split"] == code], limit, seed)
@@ -91,15 +115,23 @@ def build_waterbirds(data_dir: Path, image_size: int = 64, limit: int | None = N
 def read_celeba_attributes(path: Path) -> pd.DataFrame:
     """``list_attr_celeba.txt``: a count line, a header of names, then ``file v1 v2 ...`` (+1/-1)."""
     with open(path) as fh:
-        lines = fh.read().splitlines()
-    if len(lines) < 2:
-        raise SpurlabError(f"{path} is empty or truncated")
-    names = lines[1].split()
-    rows = [ln.split() for ln in lines[2:] if ln.strip()]
-    if any(len(r) != len(names) + 1 for r in rows):
-        raise SpurlabError(f"{path}: some rows do not have {len(names)} attribute values")
-    frame = pd.DataFrame([r[1:] for r in rows], columns=names, index=[r[0] for r in rows]).astype(int)
-    return (frame > 0).astype(np.int64)
+        fh.readline()
+        names = fh.readline().split()
+        if not names:
+            raise SpurlabError(f"{path} is empty or truncated", hint="re-extract CelebA's annotation files")
+    try:
+        table = pd.read_csv(path, sep=r"\s+", skiprows=2, header=None, index_col=0,
+                            dtype={i: np.int8 for i in range(1, len(names) + 1)})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+        table = None
+    if table is None or table.shape[1] != len(names):
+        raise SpurlabError(f"{path}: some rows do not have {len(names)} attribute values",
+                           hint="the file is damaged; re-extract CelebA's annotation files")
+    values = table.to_numpy()
+    if not np.isin(values, (1, -1)).all():
+        raise SpurlabError(f"{path}: attribute values must be 1 or -1",
+                           hint="the file is damaged; re-extract CelebA's annotation files")
+    return pd.DataFrame((values > 0).astype(np.int64), columns=names, index=table.index.astype(str).to_numpy())
 
 
 def find_celeba(data_dir: Path) -> Path:
@@ -127,6 +159,7 @@ def build_celeba(data_dir: Path, target: str = "Blond_Hair", spurious: str = "Ma
         raise DataNotFoundError(f"missing {part_file}", hint="it ships with CelebA's annotations")
     part = pd.read_csv(part_file, sep=r"\s+", header=None, names=["file", "split"], index_col=0)["split"]
     frame = attrs.join(part, how="inner")
+    _check_memory(frame, limit, image_size, "celeba")
     splits = {}
     for code, split in SPLIT_CODES.items():
         rows = _subsample(frame[frame["split"] == code], limit, seed)
