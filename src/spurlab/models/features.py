@@ -282,15 +282,20 @@ class FeatureMap(ABC):
     """Shared machinery: ``fit`` fixes the input size, ``gram`` and ``transform`` use it.
 
     Subclasses implement ``_feature_blocks(A)`` (explicit features, block by block),
-    ``_gram_blocks(A, n)`` and ``_limit_gram(A, n)``.
+    ``_gram_blocks(A, n)`` and ``_limit_gram(A, n)``, and keep their own ``__init__`` (it
+    documents their default width and activation) that passes every parameter here.
     """
 
-    n_features: int
-    activation: str | Sequence[float] | Callable | Activation
-    seed: int
-    device: str
-    dtype: str | torch.dtype
-    block_size: int
+    def __init__(self, n_features: int, activation: str | Sequence[float] | Callable | Activation,
+                 seed: int = 0, device: str = "auto", dtype: str | torch.dtype = "auto", block_size: int = 2048,
+                 limit_degree: int | None = None):
+        self.n_features = n_features
+        self.activation = activation
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+        self.block_size = block_size
+        self.limit_degree = limit_degree
 
     def fit(self, Z) -> FeatureMap:
         """Read the input dimension from ``Z`` (n, d) and resolve activation and device."""
@@ -403,13 +408,7 @@ class RandomFeatures(FeatureMap):
 
     def __init__(self, n_features: int = 100_000, activation="relu", seed: int = 0, device: str = "auto",
                  dtype: str | torch.dtype = "auto", block_size: int = 2048, limit_degree: int | None = None):
-        self.n_features = n_features
-        self.activation = activation
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
-        self.block_size = block_size
-        self.limit_degree = limit_degree
+        super().__init__(n_features, activation, seed, device, dtype, block_size, limit_degree)
 
     @property
     def n_params_(self) -> int:
@@ -435,13 +434,7 @@ class NTKFeatures(FeatureMap):
 
     def __init__(self, n_features: int = 100, activation="h0+h1", seed: int = 0, device: str = "auto",
                  dtype: str | torch.dtype = "auto", block_size: int = 2048, limit_degree: int | None = None):
-        self.n_features = n_features
-        self.activation = activation
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
-        self.block_size = block_size
-        self.limit_degree = limit_degree
+        super().__init__(n_features, activation, seed, device, dtype, block_size, limit_degree)
 
     @property
     def n_params_(self) -> int:

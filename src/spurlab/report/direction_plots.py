@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spurlab.report.plots import plt
+from spurlab.report.plots import finish_axes, plt
 
 
 def plot_decision_histogram(series: dict[str, np.ndarray], title: str):
@@ -16,10 +16,7 @@ def plot_decision_histogram(series: dict[str, np.ndarray], title: str):
         if f.size:
             ax.hist(f, bins=bins, alpha=0.55, density=True, label=f"{name} (n={f.size})")
     ax.axvline(0.0, color="k", lw=1, ls="--")
-    ax.set_xlabel("SVM decision value (negative = flagged)")
-    ax.set_ylabel("density")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    finish_axes(ax, "SVM decision value (negative = flagged)", "density", title, title_size=10, grid=None)
     fig.tight_layout()
     return fig
 

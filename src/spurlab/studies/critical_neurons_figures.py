@@ -1,14 +1,11 @@
 """Figures of the critical-neurons study (matplotlib, headless)."""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from spurlab.report.plots import plot_group_accuracies  # noqa: E402
+from spurlab.report.plots import (cycle_colour, finish_axes, line_with_band, mean_std_curve, panel_row,
+                                  plot_group_accuracies, plt)
 
 
 def _median_sigma(sigmas) -> float:
@@ -30,7 +27,6 @@ def delta_vs_k(evidence: pd.DataFrame, minority: list[int], modes: list[str], si
     sigma = _median_sigma(sigmas)
     splits = ["train", "test"]
     fig, axes = plt.subplots(len(splits), len(modes), figsize=(3.3 * len(modes), 5.6), squeeze=False, sharey=True)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for r, split in enumerate(splits):
         for c, mode in enumerate(modes):
             ax = axes[r][c]
@@ -38,16 +34,15 @@ def delta_vs_k(evidence: pd.DataFrame, minority: list[int], modes: list[str], si
             for i, (label, rows) in enumerate(sub.groupby("unit_set", sort=False)):
                 rows = rows.assign(minority=rows["group"].isin(minority))
                 means = rows.groupby(["k", "minority"])["delta"].mean().unstack("minority")
-                colour = colours[i % len(colours)]
+                colour = cycle_colour(i)
                 if True in means:
                     ax.plot(means.index, means[True], "-o", ms=3, color=colour, label=f"{label} minority")
                 if False in means:
                     ax.plot(means.index, means[False], "--", color=colour, alpha=0.7, label=f"{label} majority")
             ax.axhline(0, color="grey", lw=0.6)
             title = mode + (f" σ={sigma:g}" if mode.startswith("random") else "")
-            ax.set_title(f"{split}: {title}", fontsize=9)
+            finish_axes(ax, title=f"{split}: {title}", title_size=9, legend_size=None)
             ax.set_xlabel("k (edited units)", fontsize=8)
-            ax.grid(alpha=0.3)
         axes[r][0].set_ylabel("Δ group accuracy")
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
@@ -60,7 +55,7 @@ def delta_vs_sigma(evidence: pd.DataFrame, minority: list[int], k: int = 3):
     sub = evidence[(evidence["split"] == "train") & evidence["mode"].str.startswith("random")]
     sub = sub[~sub["unit_set"].str.startswith("magnitude")]
     sub = sub[sub["k"] == min(k, int(sub["k"].max()))] if not sub.empty else sub
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
+    fig, axes = panel_row(2, 4, 3.4, sharey=True)
     for ax, mode in zip(axes, ("random_init", "random_noise")):
         rows = sub[sub["mode"] == mode].assign(minority=lambda f: f["group"].isin(minority))
         for label, part in rows.groupby("unit_set", sort=False):
@@ -69,10 +64,7 @@ def delta_vs_sigma(evidence: pd.DataFrame, minority: list[int], k: int = 3):
                 ax.plot(means.index, means[True], "-o", ms=3, label=f"{label} minority")
             if False in means:
                 ax.plot(means.index, means[False], "--", label=f"{label} majority")
-        ax.set_xscale("log")
-        ax.set_title(f"train, {mode}", fontsize=9)
-        ax.set_xlabel("σ")
-        ax.grid(alpha=0.3)
+        finish_axes(ax, "σ", title=f"train, {mode}", title_size=9, xscale="log", legend_size=None)
     axes[0].set_ylabel("Δ group accuracy")
     axes[0].legend(fontsize=6)
     fig.tight_layout()
@@ -81,9 +73,8 @@ def delta_vs_sigma(evidence: pd.DataFrame, minority: list[int], k: int = 3):
 
 def top_units(unit_sets, n: int = 10):
     structured = [us for us in unit_sets if us.units.granularity == "channel"]
-    fig, axes = plt.subplots(1, max(len(structured), 1), figsize=(3.4 * max(len(structured), 1), 3.6),
-                             squeeze=False)
-    for ax, us in zip(axes[0], structured):
+    fig, axes = panel_row(max(len(structured), 1), 3.4, 3.6)
+    for ax, us in zip(axes, structured):
         top = us.units.top(min(n, len(us.units)))
         scores = top.scores / max(float(np.max(np.abs(top.scores))), 1e-12)
         ax.barh(np.arange(len(top))[::-1], scores, color="#3b6fd8")
@@ -97,16 +88,12 @@ def top_units(unit_sets, n: int = 10):
 def framework_curves(curves: pd.DataFrame, group_names: list[str]):
     cols = [c for c in curves.columns if c.startswith("test_g")]
     frame = curves.assign(worst=curves[cols].min(axis=1), mean=curves[cols].mean(axis=1))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
+    fig, axes = panel_row(2, 4.5, 3.4, sharex=True)
     for ax, metric, title in ((axes[0], "worst", "test worst-group accuracy"),
                               (axes[1], "mean", "test mean group accuracy")):
         for method, rows in frame.groupby("method", sort=False):
-            stats = rows.groupby("epoch")[metric].agg(["mean", "std"]).fillna(0.0)
-            ax.plot(stats.index, stats["mean"], "-o", ms=3, label=method)
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("fine-tuning epoch")
-        ax.grid(alpha=0.3)
+            line_with_band(ax, mean_std_curve(rows, "epoch", value=metric), "epoch", method, band_alpha=0.2, ms=3)
+        finish_axes(ax, "fine-tuning epoch", title=title, title_size=9, legend_size=None)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

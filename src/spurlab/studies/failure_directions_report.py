@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from spurlab.report.direction_plots import plot_decision_histogram
-from spurlab.report.plots import plt
+from spurlab.report.plots import finish_axes, panel_row, plt
 
 HEADLINE_COLUMNS = {"svm_cv_balanced_acc": "svm_cv_bal_acc", "error_auroc": "error_auroc",
                     "minority_share_of_errors": "minority_share_of_errors",
@@ -43,18 +43,15 @@ def plot_worst_group(frame: pd.DataFrame):
     for i, corr in enumerate(table.columns):
         ax.bar(x + (i - (len(table.columns) - 1) / 2) * width, table[corr].to_numpy(), width, label=f"p = {corr}")
     ax.set_xticks(x, table.index, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("worst-group test accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Interventions: worst-group accuracy after retraining")
+    finish_axes(ax, ylabel="worst-group test accuracy", title="Interventions: worst-group accuracy after retraining",
+                ylim=(0, 1.05), grid="y")
     fig.tight_layout()
     return fig
 
 
 def plot_flags(frame: pd.DataFrame):
     directions = frame[frame["experiment"] == "directions"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = panel_row(2, 5, 3.6)
     for i, (embedder, sub) in enumerate(directions.groupby("embedder")):
         table = sub.pivot_table(index="correlation", columns="metric", values="value", aggfunc="mean")
         axes[0].plot(table.index, table["flag_minority_precision"], "o-", label=f"{embedder}: precision")
@@ -64,11 +61,7 @@ def plot_flags(frame: pd.DataFrame):
         axes[1].plot(table.index, table["minority_recall"], "o-", label=f"{embedder}: minority recall")
         axes[1].plot(table.index, table["error_auroc"], "s:", label=f"{embedder}: error AUROC")
     for ax, title in zip(axes, ("Flags that are minority examples", "Recall and error AUROC"), strict=True):
-        ax.set_xlabel("train correlation p")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title(title)
+        finish_axes(ax, "train correlation p", title=title, ylim=(0, 1.05), legend_size=7)
     fig.tight_layout()
     return fig
 

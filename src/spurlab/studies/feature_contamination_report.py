@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from spurlab.studies.base import StudyResult  # noqa: E402
+from spurlab.report.plots import finish_axes, panel_row, plt
+from spurlab.studies.base import StudyResult
 
 PARAM_COLUMNS = ("activation", "step", "shift_scale", "role", "model", "dataset")
 CONTRAST = ("relu", "identity")
@@ -48,26 +45,19 @@ def fig_losses(traj: pd.DataFrame):
             continue
         ax.plot(sub["step"], sub["id_loss"], ls="-", label=f"{act}: ID", **_style(act))
         ax.plot(sub["step"], sub["ood_loss"], ls="--", label=f"{act}: OOD", **_style(act))
-    ax.set_yscale("log")
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("loss")
-    ax.set_title("ID vs OOD loss")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    finish_axes(ax, "SGD step", "loss", "ID vs OOD loss", yscale="log")
     fig.tight_layout()
     return fig
 
 
 def fig_norms(traj: pd.DataFrame):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = panel_row(2, 5, 3.8, sharey=True)
     for ax, metric, title in zip(axes, ("core_norm", "bg_norm"), ("core block of W T", "background block of W T")):
         for act in CONTRAST:
             sub = traj[traj["activation"] == act]
             if not sub.empty:
                 ax.plot(sub["step"], sub[metric], label=act, **_style(act))
-        ax.set_title(title)
-        ax.set_xlabel("SGD step")
-        ax.grid(alpha=0.3)
+        finish_axes(ax, "SGD step", title=title, legend_size=None)
     axes[0].set_ylabel("mean neuron weight norm")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -78,11 +68,8 @@ def fig_asymmetry(traj: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for act, sub in traj.groupby("activation"):
         ax.plot(sub["step"], sub["activation_asymmetry"], label=act, **_style(act))
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("activation asymmetry")
-    ax.set_title("sign(a_k) [P(active | y=+1) - P(active | y=-1)], mean over neurons")
-    ax.legend(fontsize=8, ncol=3)
-    ax.grid(alpha=0.3)
+    finish_axes(ax, "SGD step", "activation asymmetry",
+                "sign(a_k) [P(active | y=+1) - P(active | y=-1)], mean over neurons", legend_cols=3)
     fig.tight_layout()
     return fig
 
@@ -94,10 +81,7 @@ def fig_bg_by_activation(acts: pd.DataFrame):
     bars = ax.bar([i + 0.2 for i in x], acts["bg_norm"], 0.4, label="after training", color="#8e44ad")
     ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(list(x), acts["activation"])
-    ax.set_ylabel("background weight norm")
-    ax.set_title("Background norm by activation")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    finish_axes(ax, ylabel="background weight norm", title="Background norm by activation", grid="y")
     fig.tight_layout()
     return fig
 
@@ -108,12 +92,8 @@ def fig_shift(shift: pd.DataFrame):
         sub = sub.sort_values("shift_scale")
         ax.plot(sub["shift_scale"], sub["ood_acc"], marker="o", label=act, **_style(act))
     ax.set_xscale("log", base=2)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("background shift scale s (test background ~ -s U[0,1])")
-    ax.set_ylabel("OOD accuracy")
-    ax.set_title("OOD accuracy vs shift scale")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
+    finish_axes(ax, "background shift scale s (test background ~ -s U[0,1])", "OOD accuracy",
+                "OOD accuracy vs shift scale", ylim=(0, 1.05), legend_cols=2)
     fig.tight_layout()
     return fig
 

@@ -1,59 +1,38 @@
 """Figures and the headline table of the ood-failure-modes study (from its long results table)."""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from spurlab.report.plots import finish_axes, line_with_band, mean_std_curve, panel_row, plt
 
 
 def metric_curve(frame: pd.DataFrame, experiment: str, metric: str, x: str,
                  by: list[str] | None = None) -> pd.DataFrame:
     """Mean and std over seeds of ``metric`` against ``x`` (one curve per ``by`` value)."""
     sub = frame[(frame["experiment"] == experiment) & (frame["metric"] == metric)]
-    keys = (by or []) + [x]
-    if sub.empty:
-        return pd.DataFrame(columns=keys + ["mean", "std"])
-    return sub.groupby(keys, dropna=False)["value"].agg(["mean", "std"]).reset_index()
-
-
-def _errorline(ax, curve: pd.DataFrame, x: str, label: str, **style) -> None:
-    ax.plot(curve[x], curve["mean"], marker="o", ms=4, label=label, **style)
-    if curve["std"].notna().any():
-        ax.fill_between(curve[x], curve["mean"] - curve["std"].fillna(0), curve["mean"] + curve["std"].fillna(0),
-                        alpha=0.15, color=ax.lines[-1].get_color())
+    return mean_std_curve(sub, x, by=by)
 
 
 def fig_norm_growth(frame: pd.DataFrame, margin: float):
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    _errorline(ax, metric_curve(frame, "norm_growth", "maxmargin_norm", "n"), "n", "max-margin norm")
+    line_with_band(ax, metric_curve(frame, "norm_growth", "maxmargin_norm", "n"), "n", "max-margin norm")
     ax.axhline(1.0 / margin, ls="--", color="grey", label=f"1/gamma = {1.0 / margin:g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("n (training points)")
-    ax.set_ylabel("||w|| on invariant features")
-    ax.set_title("Max-margin norm grows with n")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    finish_axes(ax, "n (training points)", "||w|| on invariant features", "Max-margin norm grows with n",
+                xscale="log")
     fig.tight_layout()
     return fig
 
 
 def fig_geometric(frame: pd.DataFrame):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    _errorline(left, metric_curve(frame, "geometric", "spurious_share", "n_min"), "n_min", "w_sp / ||w||")
+    fig, (left, right) = panel_row(2, 4.75, 3.6)
+    line_with_band(left, metric_curve(frame, "geometric", "spurious_share", "n_min"), "n_min", "w_sp / ||w||")
     left.axhline(0, color="grey", lw=0.8)
-    left.set_ylabel("spurious share")
     for metric, colour in (("minority_acc", "tab:red"), ("majority_acc", "tab:blue")):
-        _errorline(right, metric_curve(frame, "geometric", metric, "n_min"), "n_min", metric, color=colour)
-    right.set_ylabel("test accuracy")
+        line_with_band(right, metric_curve(frame, "geometric", metric, "n_min"), "n_min", metric, color=colour)
     right.set_ylim(-0.03, 1.03)
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_xlabel("n_min (minority training points)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    for ax, ylabel in ((left, "spurious share"), (right, "test accuracy")):
+        finish_axes(ax, "n_min (minority training points)", ylabel, xscale="log")
     fig.suptitle("Geometric skew: max-margin classifier vs minority size")
     fig.tight_layout()
     return fig
@@ -69,12 +48,8 @@ def fig_statistical(frame: pd.DataFrame):
         th = theory[(theory["p"] == p) & (theory["step"] > 1)]
         if not th.empty:
             ax.plot(th["step"], th["mean"], ls="--", color=ax.lines[-1].get_color(), lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("GD step t")
-    ax.set_ylabel("w_sp / ||w||")
-    ax.set_title("Statistical skew (dashed: ln(p/(1-p)) / (2B ln t))")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    finish_axes(ax, "GD step t", "w_sp / ||w||", "Statistical skew (dashed: ln(p/(1-p)) / (2B ln t))",
+                xscale="log")
     fig.tight_layout()
     return fig
 
@@ -89,19 +64,13 @@ def fig_images(frame: pd.DataFrame):
     panels = [panel for panel in IMAGE_PANELS if (images["mode"] == panel[0]).any()] if not images.empty else []
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.7), squeeze=False)
-    for ax, (mode, metric, x, title) in zip(axes[0], panels):
+    fig, axes = panel_row(len(panels), 4.6, 3.7)
+    for ax, (mode, metric, x, title) in zip(axes, panels):
         sub = images[(images["mode"] == mode) & (images["metric"] == metric)]
         for (dataset, model), part in sub.groupby(["dataset", "model"]):
-            curve = part.groupby(x)["value"].agg(["mean", "std"]).reset_index()
-            _errorline(ax, curve, x, f"{dataset} / {model}")
-        ax.set_xlabel(x)
-        ax.set_ylabel(metric)
-        ax.set_title(title, fontsize=10)
-        if x in ("n_min", "n"):
-            ax.set_xscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+            line_with_band(ax, mean_std_curve(part, x), x, f"{dataset} / {model}")
+        finish_axes(ax, x, metric, title, title_size=10, xscale="log" if x in ("n_min", "n") else None,
+                    legend_size=7)
     fig.suptitle("Networks on images with an injected spurious feature")
     fig.tight_layout()
     return fig

@@ -1,17 +1,13 @@
 """Figures and the headline table of the ``spurious-memorization`` study."""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from spurlab.probes.memorization import gamma  # noqa: E402
+from spurlab.probes.memorization import gamma
+from spurlab.report.plots import cycle_colour, finish_axes, panel_row, plt
 
 KEYS = ["model", "activation", "alpha", "N", "k", "d", "dataset", "frame_width"]
-COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def wide(frame: pd.DataFrame, experiment: str | tuple[str, ...]) -> pd.DataFrame:
@@ -37,24 +33,19 @@ def _setting_label(row: pd.Series, with_model: bool = False) -> str:
 def _accuracy_panel(ax, table: pd.DataFrame, group_keys: list[str], with_model: bool) -> None:
     for i, (_, grp) in enumerate(table.groupby(group_keys, dropna=False, sort=False)):
         grp = grp.sort_values("N")
-        colour = COLOURS[i % len(COLOURS)]
+        colour = cycle_colour(i)
         label = _setting_label(grp.iloc[0], with_model)
         ax.plot(grp["N"], grp["spurious_acc"], "o-", color=colour, label=f"{label} spurious")
         if "test_acc" in grp:
             ax.plot(grp["N"], grp["test_acc"], "s--", color=colour, alpha=0.7, label=f"{label} test")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("N (training points)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0.35, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    finish_axes(ax, "N (training points)", "accuracy", xscale="log", ylim=(0.35, 1.03), legend_size=7)
 
 
 def synthetic_accuracy_figure(table: pd.DataFrame):
     models = list(dict.fromkeys(table["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    fig, axes = panel_row(len(models), 6, 4.2)
+    for ax, model in zip(axes, models):
         sub = table[table["model"] == model]
         _accuracy_panel(ax, sub, ["activation", "alpha"], with_model=False)
         ax.set_title(f"{model.upper()} (d={int(sub['d'].iloc[0])}, k={int(sub['k'].iloc[0])})")
@@ -64,8 +55,8 @@ def synthetic_accuracy_figure(table: pd.DataFrame):
 
 def image_accuracy_figure(table: pd.DataFrame):
     panels = list(dict.fromkeys(zip(table["dataset"], table["frame_width"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, (dataset, width) in zip(axes[0], panels):
+    fig, axes = panel_row(len(panels), 6, 4.2)
+    for ax, (dataset, width) in zip(axes, panels):
         sub = table[(table["dataset"] == dataset) & (table["frame_width"] == width)]
         _accuracy_panel(ax, sub, ["model", "activation"], with_model=True)
         ax.set_title(f"{dataset}, noise frame {int(width)} px (α={sub['alpha'].iloc[0]:.2f})")
@@ -76,13 +67,13 @@ def image_accuracy_figure(table: pd.DataFrame):
 def alignment_vs_alpha_figure(table: pd.DataFrame):
     models = list(dict.fromkeys(table["model"]))
     grid = np.linspace(0.0, 1.0, 101)
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    fig, axes = panel_row(len(models), 6, 4.2)
+    for ax, model in zip(axes, models):
         sub = table[table["model"] == model]
         low_n, high_n = sub["N"].min(), sub["N"].max()
         d = sub["d"].iloc[0]
         for i, activation in enumerate(dict.fromkeys(sub["activation"])):
-            colour = COLOURS[i % len(COLOURS)]
+            colour = cycle_colour(i)
             act = sub[sub["activation"] == activation]
             for n, regime, marker, style in ((low_n, "low_n", "o", ":"), (high_n, "high_n", "s", "-")):
                 pts = act[act["N"] == n].sort_values("alpha")
@@ -90,11 +81,8 @@ def alignment_vs_alpha_figure(table: pd.DataFrame):
                         label=f"{activation}: F at N/d={n / d:g}")
                 ax.plot(grid, [gamma(model, activation, a, regime) for a in grid], style, color=colour, lw=1,
                         label=f"{activation}: γ {regime.replace('_', ' ')}")
-        ax.set_xlabel("α (spurious fraction)")
-        ax.set_ylabel("feature alignment F")
-        ax.set_title(f"{model.upper()}: measured F vs γ (d={int(d)})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        finish_axes(ax, "α (spurious fraction)", "feature alignment F",
+                    f"{model.upper()}: measured F vs γ (d={int(d)})", legend_size=7)
     fig.tight_layout()
     return fig
 
@@ -102,23 +90,19 @@ def alignment_vs_alpha_figure(table: pd.DataFrame):
 def alignment_vs_n_figure(table: pd.DataFrame):
     models = list(dict.fromkeys(table["model"]))
     alphas = [a for a in (0.5, 0.25) if a in set(table["alpha"])] or sorted(set(table["alpha"]))[:2]
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    fig, axes = panel_row(len(models), 6, 4.2)
+    for ax, model in zip(axes, models):
         sub = table[(table["model"] == model) & table["alpha"].isin(alphas)]
         groups = sub.groupby(["activation", "alpha"], sort=False)
         for i, ((activation, alpha), grp) in enumerate(groups):
-            colour = COLOURS[i % len(COLOURS)]
+            colour = cycle_colour(i)
             grp = grp.sort_values("N")
             ratio = grp["N"] / grp["d"]
             ax.plot(ratio, grp["feature_alignment"], "o-", color=colour, label=f"{activation}, α={alpha:g}: F")
             ax.axhline(grp["gamma_low_n"].iloc[0], color=colour, ls=":", lw=1)
             ax.axhline(grp["gamma_high_n"].iloc[0], color=colour, ls="--", lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("N / d")
-        ax.set_ylabel("feature alignment F")
-        ax.set_title(f"{model.upper()}: F vs N/d (dotted: γ low N, dashed: γ high N)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        finish_axes(ax, "N / d", "feature alignment F",
+                    f"{model.upper()}: F vs N/d (dotted: γ low N, dashed: γ high N)", xscale="log", legend_size=7)
     fig.tight_layout()
     return fig
 
@@ -129,18 +113,15 @@ def memorization_figure(table: pd.DataFrame):
     for i, model in enumerate(dict.fromkeys(table["model"])):
         mask = (table["model"] == model).to_numpy()
         sub = table[mask]
-        colour = COLOURS[i % len(COLOURS)]
+        colour = cycle_colour(i)
         ax.scatter(sub["feature_alignment"] * sub["loo_error"], sub["memorization_cov"], color=colour, s=18,
                    label=f"{model.upper()}: measured F × LOO")
         ax.scatter(regime_gamma[mask] * sub["loo_error"], sub["memorization_cov"], facecolors="none",
                    edgecolors=colour, s=28, label=f"{model.upper()}: γ × LOO")
     top = float(np.nanmax([table["memorization_cov"].max(), 1e-3])) * 1.1
     ax.plot([0, top], [0, top], color="grey", lw=0.8)
-    ax.set_xlabel("alignment × leave-one-out error")
-    ax.set_ylabel("memorization Cov(f(z^s), g)")
-    ax.set_title("Memorization = alignment × stability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    finish_axes(ax, "alignment × leave-one-out error", "memorization Cov(f(z^s), g)",
+                "Memorization = alignment × stability", legend_size=7)
     fig.tight_layout()
     return fig
 
