@@ -228,7 +228,8 @@ def _embedding_arrays(n=40):
     rng = np.random.default_rng(0)
     return dict(embeddings=rng.normal(size=(n, 8)).astype(np.float32), labels=np.arange(n) % 2,
                 predictions=(np.arange(n) // 3) % 2, spurious=(np.arange(n) // 2) % 2,
-                split=np.array(["train", "val", "test", "train"] * (n // 4)), image_path=np.array([f"img{i}.png" for i in range(n)]))
+                split=np.array(["train", "val", "test", "train"] * (n // 4)),
+                image_path=np.array([f"img{i}.png" for i in range(n)]))
 
 
 def test_npz_embeddings_round_trip(tmp_path):

@@ -148,7 +148,9 @@ def audit(dataset: str = typer.Option("spurious-digits", "--dataset", help="A re
     """Diagnose, explain and fix a model's reliance on spurious features; writes report.html."""
     from spurlab.audit import run_audit
 
-    split_list = (lambda text: tuple(t.strip() for t in text.split(",") if t.strip()) if text else None)
+    def split_list(text: str | None) -> tuple[str, ...] | None:
+        return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
     try:
         report = run_audit(dataset=dataset, out_dir=out, model=model, epochs=epochs, seed=seed, device=device,
                            data_dir=data_dir, dataset_params=_parse_sets(set_), embeddings=embeddings,

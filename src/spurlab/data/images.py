@@ -298,8 +298,8 @@ def _idx_builder(folder: str, class_names: tuple[str, ...], name: str):
     return build
 
 
-register_dataset("mnist", "MNIST from IDX files (torchvision layout) under the data dir",
-                 kind="image", needs_files=True, extra_params=inj.INJECTION_OPTIONS)(_idx_builder("MNIST", MNIST_CLASSES, "mnist"))
+register_dataset("mnist", "MNIST from IDX files (torchvision layout) under the data dir", kind="image",
+                 needs_files=True, extra_params=inj.INJECTION_OPTIONS)(_idx_builder("MNIST", MNIST_CLASSES, "mnist"))
 register_dataset("fashion-mnist", "Fashion-MNIST from IDX files (torchvision layout) under the data dir",
                  kind="image", needs_files=True,
                  extra_params=inj.INJECTION_OPTIONS)(_idx_builder("FashionMNIST", FASHION_CLASSES, "fashion-mnist"))

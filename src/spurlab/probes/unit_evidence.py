@@ -6,8 +6,9 @@ its change against the unedited model. Random modes are repeated with
 different seeds and averaged. The memorization signature is a large drop of
 *minority* accuracy on the *training* split with the majority groups intact.
 
->>> sets = [UnitSet("weight_norm", find_critical_units(model, train, "weight_norm", k=10, layers="conv"))]  # doctest: +SKIP
->>> table = unit_evidence(model, {"train": train, "test": test}, sets, ks=[1, 2, 3])                      # doctest: +SKIP
+>>> units = find_critical_units(model, train, "weight_norm", k=10, layers="conv")  # doctest: +SKIP
+>>> sets = [UnitSet("weight_norm", units)]                                             # doctest: +SKIP
+>>> table = unit_evidence(model, {"train": train, "test": test}, sets, ks=[1, 2, 3])   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def build_interventions(unit_sets: Sequence[UnitSet], modes: Sequence[str], ks: 
         raise SpurlabError("the rewind mode needs checkpoints", hint="pass rewinds={epochs_back: state_dict}")
     out = []
     for n_set, us in enumerate(unit_sets):
-        sizes = sorted({min(int(k), len(us.units)) for k in ks}) if us.units.granularity == "channel" else [len(us.units)]
+        n_units = len(us.units)
+        sizes = sorted({min(int(k), n_units) for k in ks}) if us.units.granularity == "channel" else [n_units]
         for k in sizes:
             units = us.units.top(k)
             base = {"unit_set": us.label, "selector": us.selector, "target_group": us.target_group, "k": k,

@@ -78,7 +78,7 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
             frame.to_parquet(tmp, index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
             frame = frame.copy()
-            for col in frame.columns[frame.dtypes == object]:
+            for col in frame.select_dtypes(include="object").columns:
                 frame[col] = frame[col].map(lambda v: None if v is None or v != v else str(v))
             frame.to_parquet(tmp, index=False)
     return path
