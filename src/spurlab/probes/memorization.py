@@ -240,6 +240,41 @@ def gammas(model: str, activation, alpha: float) -> dict[str, float]:
     return {f"gamma_{regime}": gamma(model, activation, alpha, regime) for regime in REGIMES}
 
 
+def linear_leak_weight(model: str, activation, n_over_d: float) -> float:
+    """Weight ``w`` of the linear part in ``F`` at a finite ``N / d`` (``d -> inf``, ``k >> N``, ``N << d^2``).
+
+    The kernel is a linear part ``mu_1^2 Z Z^T / d`` (NTK: ``mu'_0^2``) plus higher degrees
+    that act as ``c I`` while ``N << d^2`` (``c``: their Hermite energy). Sherman-Morrison and
+    the Marchenko-Pastur fixed point give ``w = u / (1 + u)`` with ``u`` the positive root of
+    ``u^2 + (1 + a (N/d - 1)) u - a = 0``, ``a = mu_1^2 / c``: ``w = a / (1 + a)`` as
+    ``N/d -> 0`` and ``w ~ d / N`` as ``N/d -> inf``.
+    """
+    ratio = float(n_over_d)
+    if not np.isfinite(ratio) or ratio < 0:
+        raise SpurlabError(f"n_over_d must be a finite number >= 0, got {n_over_d}")
+    act = get_activation(activation)
+    gamma(model, act, 0.5, "high_n")  # validates model and the energy beyond the linear part
+    mu2 = act.hermite(2) ** 2
+    linear, first = (mu2[1], 2) if model == "rf" else (mu2[0], 1)
+    a = float(linear / (act.second_moment() - mu2[:first].sum()))
+    b = 1.0 + a * (ratio - 1.0)
+    u = 2.0 * a / (b + np.sqrt(b * b + 4.0 * a))  # positive root, stable for large ratio
+    return float(u / (1.0 + u))
+
+
+def gamma_at_ratio(model: str, activation, alpha: float, n_over_d: float) -> float:
+    """Deterministic equivalent of ``F`` at a finite ``N / d``: ``(1 - w) gamma_high + w alpha``.
+
+    The linear part of the features is aligned by ``alpha`` (not ``alpha^l``) and is projected
+    out only as ``N / d`` grows: it keeps weight ``w ~ d / N`` (:func:`linear_leak_weight`), so
+    ``F - gamma_high ~ (d / N) (alpha - gamma_high)``. The two closed forms are its limits
+    (``N/d -> 0``: ``gamma_low``; ``N/d -> inf``: ``gamma_high``). Corrections of order ``1 / d``
+    remain (for Gaussian data ``E[cos^l] = alpha^l + O(alpha^(l-2) / d)``).
+    """
+    w = linear_leak_weight(model, activation, n_over_d)
+    return (1.0 - w) * gamma(model, activation, alpha, "high_n") + w * float(alpha)
+
+
 # ================================================================== naive reference
 def refit_memorization(phi, targets, phi_query, indices=None) -> dict[str, np.ndarray]:
     """The naive way, as a reference: pseudo-inverse of the ``N x p`` feature matrix, then a
