@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import pickle
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._timing import median_time
+from benchmarks._timing import machine_line, median_time
 from spurlab.data.cifar import SPLIT_FILES, build_with_sources, read_cifar
 from spurlab.data.images import build_image_splits
 from spurlab.data.replicas import write_cifar_replica
@@ -84,9 +83,7 @@ def _markdown(rows, n_train: int, n_test: int, repeats: int) -> str:
     lines = [
         f"## CIFAR loaders ({datetime.date.today().isoformat()})",
         "",
-        "- machine: CPU-2: 2-core dev machine, shared/loaded during measurement "
-        f"({platform.processor() or platform.machine()}, Python {platform.python_version()}); "
-        "no GPU in this session (GPU numbers: not measured; loading is CPU work)",
+        machine_line("cpu") + " (loading is CPU work)",
         f"- command: `.venv/bin/python -m benchmarks.bench_cifar --n-train {n_train} --n-test {n_test} "
         f"--repeats {repeats}`",
         f"- data: generated CIFAR-10 replica, {n_train} train + {n_test} test images, both layouts; "

@@ -11,20 +11,20 @@ activation asymmetry).
   activations in one stacked network, hand-written gradients, in-place intermediates);
 * spurlab — the default: stacked + the exact row-space reduction for SGD (d 256 -> 64).
 
-All three are timed on the same ``--steps`` (CPU seconds of this process, so a loaded
-machine inflates them less than wall time); spurlab is then run for the paper's full
+All three are timed on the same ``--steps`` (on the CPU, ratios use CPU seconds of this
+process, so a loaded machine inflates them less than wall time; on CUDA, where the work is
+not CPU time, they use synchronized wall time); spurlab is then run for the paper's full
 ``--full-steps`` (the whole ``dynamics`` experiment). Final metrics are compared to
 show the three compute the same trajectory. ``--full-study`` also times
 ``spurlab study feature-contamination`` in full mode.
 
 Run: ``.venv/bin/python -m benchmarks.bench_contamination [--steps 2000] [--full-steps 20000] [--full-study]
-[--study-out DIR]``
+[--study-out DIR] [--device auto|cpu|cuda]``
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import tempfile
 import time
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks._timing import machine_line, synchronize
 from spurlab.data.synthetic import structured_features
 from spurlab.models.two_layer import TwoLayerNet, init_two_layer
 from spurlab.probes.contamination import ContaminationTracker
@@ -68,7 +69,7 @@ def reference_log(net: nn.Module, sets: dict, transform: np.ndarray) -> dict:
         scores = net(x).squeeze(1)
         row[f"{name}_loss"] = float(torch.relu(1 - y * scores).mean())
         row[f"{name}_acc"] = float((y * scores > 0).float().mean())
-    feats = net[0].weight @ torch.as_tensor(transform, dtype=torch.float32)
+    feats = net[0].weight @ torch.as_tensor(transform, dtype=torch.float32, device=net[0].weight.device)
     row["core_norm"] = float(feats[:, :32].norm(dim=1).mean())
     row["bg_norm"] = float(feats[:, 32:].norm(dim=1).mean())
     x, y = sets["train"]
@@ -111,13 +112,11 @@ def run_spurlab(data, steps: int, device: str, row_space: bool) -> dict[str, dic
     return {row["activation"]: row for row in last.to_dict("records")}
 
 
-def timed(fn, *args) -> tuple[float, float, object]:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def timed(fn, *args, device: str) -> tuple[float, float, object]:
+    synchronize(device)
     cpu, wall = time.process_time(), time.perf_counter()
     out = fn(*args)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.process_time() - cpu, time.perf_counter() - wall, out
 
 
@@ -140,26 +139,29 @@ def main() -> None:
     for name, fn, extra in (("reference (autograd, one net per activation)", run_reference, ()),
                             ("stacked (hand-written gradients, full space)", run_spurlab, (False,)),
                             ("spurlab (stacked + row-space reduction)", run_spurlab, (True,))):
-        results[name] = timed(fn, data, args.steps, device, *extra)
-    ref_cpu = results["reference (autograd, one net per activation)"][0]
+        results[name] = timed(fn, data, args.steps, device, *extra, device=device)
+    basis = 0 if device == "cpu" else 1  # CPU seconds on the CPU, synchronized wall seconds on a GPU
+    unit = ("CPU", "wall")[basis]
+    ref_s = results["reference (autograd, one net per activation)"][basis]
     finals = [r[2] for r in results.values()]
-    full_cpu, full_wall, full_final = timed(run_spurlab, data, args.full_steps, device, True)
+    full_cpu, full_wall, full_final = timed(run_spurlab, data, args.full_steps, device, True, device=device)
 
     cmd = "python -m benchmarks.bench_contamination" + (f" --steps {args.steps}" if args.steps != 2000 else "") + \
-        (" --full-study" if args.full_study else "")
+        (f" --full-steps {args.full_steps}" if args.full_steps != 20_000 else "") + \
+        (" --full-study" if args.full_study else "") + f" --device {args.device}"
     print(f"\n## feature-contamination: two-layer dynamics ({datetime.date.today().isoformat()})\n")
-    print(f"- machine: CPU-2: 2-core dev machine, shared/loaded during measurement "
-          f"({platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads); device {device}; no GPU in this session "
-          f"(GPU numbers: not measured)")
+    print(machine_line(device))
     print(f"- command: `.venv/bin/{cmd}`")
     print(f"- setting: n = 1000, d_in = 256 (d_core = d_bg = 32), width 256, hinge, SGD momentum 0.9, lr 1e-3, "
-          f"wd 1e-3, full batch, relu + identity, trajectories every {LOG_EVERY} steps; CPU seconds of the process\n")
+          f"wd 1e-3, full batch, relu + identity, trajectories every {LOG_EVERY} steps; ms / step and ratios from "
+          f"{unit} seconds" + (" of the process" if basis == 0 else " (synchronized; GPU work is not CPU time)")
+          + "\n")
     print(f"| implementation ({args.steps} steps, both activations) | CPU s | wall s | ms / step | "
           f"reference / this |")
     print("|---|---:|---:|---:|---:|")
-    for name, (cpu, wall, _) in results.items():
-        print(f"| {name} | {cpu:.1f} | {wall:.1f} | {1e3 * cpu / args.steps:.2f} | {ref_cpu / cpu:.2f}x |")
+    for name, times in results.items():
+        cpu, wall, seconds = times[0], times[1], times[basis]
+        print(f"| {name} | {cpu:.1f} | {wall:.1f} | {1e3 * seconds / args.steps:.2f} | {ref_s / seconds:.2f}x |")
     print(f"\n- agreement after {args.steps} steps: max |difference| of final ID/OOD loss, core/bg norm and "
           f"asymmetry vs the reference: stacked {max_gap(finals[1], finals[0]):.1e}, "
           f"spurlab {max_gap(finals[2], finals[0]):.1e}")
@@ -169,14 +171,15 @@ def main() -> None:
           f"OOD {relu['ood_loss']:.2f}; identity core {ident['core_norm']:.2f} / bg {ident['bg_norm']:.2f} / "
           f"ID {ident['id_loss']:.3f} / OOD {ident['ood_loss']:.3f} (paper's reference: 0.48/0.36/0.004/0.77 "
           f"and 0.45/0.17/0.003/0.003); the reference loop at the same speed ratio would take about "
-          f"{full_cpu * ref_cpu / results['spurlab (stacked + row-space reduction)'][0]:.0f} CPU s")
+          f"{(full_cpu, full_wall)[basis] * ref_s / results['spurlab (stacked + row-space reduction)'][basis]:.0f} "
+          f"{unit} s")
     if args.full_study:
         from spurlab.studies.base import run_study
 
         with tempfile.TemporaryDirectory() as tmp:
             out = args.study_out or tmp
             cpu, wall, _ = timed(lambda: run_study("feature-contamination", out_dir=out, quick=False,
-                                                   device=device))
+                                                   device=device), device=device)
         print(f"- whole study, full mode (`spurlab study feature-contamination`, 6 activations x 20 000 steps, "
               f"distillation and padding on 20 000 MNIST images): {cpu:.0f} CPU s, {wall:.0f} wall s")
 

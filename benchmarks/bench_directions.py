@@ -11,18 +11,22 @@ timed on every class.
 
     .venv/bin/python -m benchmarks.bench_directions                 # 50 000 x 512, 10 classes
     .venv/bin/python -m benchmarks.bench_directions --ref-classes 10  # full reference (slow)
+    python -m benchmarks.bench_directions --device cuda --ref-classes 2  # fast path on the GPU
+
+``--device`` moves spurlab's solver only; the SVC reference is libsvm on the CPU.
 """
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 import time
 from datetime import date
 
 import numpy as np
-import torch
 
+from benchmarks._timing import machine_line, synchronize
 from spurlab.probes.directions import FailureDirections, auroc, balanced_accuracy, stratified_folds
+from spurlab.utils import resolve_device
 
 
 def planted_embeddings(n_per_class: int, dim: int, n_classes: int, seed: int, minority: float = 0.15,
@@ -57,10 +61,12 @@ def reference_class(z: np.ndarray, ok: np.ndarray, cs: np.ndarray, seed: int):
     return SVC(kernel="linear", C=cs[best], class_weight="balanced").fit(z, ok), cs[best]
 
 
-def time_fast_path(x, y, pred, threads: int, seed: int) -> tuple[FailureDirections, float]:
-    FailureDirections(seed=seed, device="cpu", n_threads=threads).fit(x[::25], y[::25], pred[::25])  # warm-up
+def time_fast_path(x, y, pred, threads: int, seed: int, device: str) -> tuple[FailureDirections, float]:
+    FailureDirections(seed=seed, device=device, n_threads=threads).fit(x[::25], y[::25], pred[::25])  # warm-up
+    synchronize(device)
     start = time.perf_counter()
-    fd = FailureDirections(seed=seed, device="cpu", n_threads=threads).fit(x, y, pred)
+    fd = FailureDirections(seed=seed, device=device, n_threads=threads).fit(x, y, pred)
+    synchronize(device)
     return fd, time.perf_counter() - start
 
 
@@ -73,14 +79,16 @@ def main() -> None:
     parser.add_argument("--ref-classes", type=int, default=3, help="classes the SVC reference runs on")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the fast path")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda: where spurlab's solver runs")
     args = parser.parse_args()
+    device = resolve_device(args.device)
 
     n_total = args.n_per_class + args.n_eval_per_class
     x, y, pred = planted_embeddings(n_total, args.dim, args.classes, args.seed)
     fit = (np.arange(len(y)) % n_total) < args.n_per_class
     fast = {}
     for threads in args.threads:
-        fast[threads] = time_fast_path(x[fit], y[fit], pred[fit], threads, args.seed)
+        fast[threads] = time_fast_path(x[fit], y[fit], pred[fit], threads, args.seed, device)
     fd = fast[args.threads[0]][0]
     z_fit, z_eval = fd.transform(x[fit]), fd.transform(x[~fit])
     y_fit, y_eval = y[fit], y[~fit]
@@ -97,21 +105,20 @@ def main() -> None:
         auc_fast = auroc(err_eval[rows_e], -dv_fast[rows_e])
         rows.append((c, auc_fast, auc_ref, fd.C_[c], c_ref, ref_times[-1]))
         print(f"class {c}: AUROC fast {auc_fast:.4f} / SVC {auc_ref:.4f}  C {fd.C_[c]:g} / {c_ref:g}  "
-              f"SVC {ref_times[-1]:.1f} s", flush=True)
-    print_markdown(args, fast, rows, ref_times)
+              f"SVC {ref_times[-1]:.1f} s", file=sys.stderr, flush=True)
+    print_markdown(args, fast, rows, ref_times, device)
 
 
-def print_markdown(args, fast, rows, ref_times) -> None:
+def print_markdown(args, fast, rows, ref_times, device: str) -> None:
     ref_per_class = float(np.mean(ref_times))
     ref_total = ref_per_class * args.classes
     how = "measured" if len(rows) == args.classes else "extrapolated"
     diffs = [abs(r[1] - r[2]) for r in rows]
     print(f"\n## Failure directions: batched torch SVMs vs SVC(kernel='linear') ({date.today().isoformat()})\n")
-    print(f"- machine: CPU-2: 2-core dev machine, shared/loaded during measurement ({platform.machine()}, "
-          f"Python {platform.python_version()}, torch {torch.__version__}); no GPU in this session "
-          f"(GPU numbers: not measured)")
-    print(f"- command: `.venv/bin/python -m benchmarks.bench_directions --n-per-class {args.n_per_class} --dim "
-          f"{args.dim} --classes {args.classes} --ref-classes {args.ref_classes}`")
+    print(machine_line(device))
+    print(f"- command: `.venv/bin/python -m benchmarks.bench_directions --n-per-class {args.n_per_class} "
+          f"--n-eval-per-class {args.n_eval_per_class} --dim {args.dim} --classes {args.classes} "
+          f"--ref-classes {args.ref_classes} --device {args.device}`")
     print(f"- work: {args.classes * args.n_per_class} x {args.dim} embeddings, {args.classes} classes; per class "
           f"7 C values x 2 folds + refit; AUROC on {args.n_eval_per_class} held-out examples per class")
     print(f"- reference: SVC on {len(rows)} of {args.classes} classes ({ref_per_class:.1f} s per class), total "
@@ -120,7 +127,8 @@ def print_markdown(args, fast, rows, ref_times) -> None:
     print("|---|---:|---:|---:|")
     print(f"| SVC(kernel='linear'), libsvm (1 thread) | {ref_total:.1f} ({how}) | {ref_per_class:.2f} | 1.0x |")
     for threads, (_, seconds) in fast.items():
-        print(f"| spurlab FailureDirections, torch CPU, {threads} thread(s) | {seconds:.2f} | "
+        where = f"torch {device}" + (f", {threads} CPU thread(s)" if device == "cpu" else "")
+        print(f"| spurlab FailureDirections, {where} | {seconds:.2f} | "
               f"{seconds / args.classes:.3f} | {ref_total / seconds:.0f}x |")
     print("\n| class | AUROC spurlab | AUROC SVC | abs diff | C spurlab (squared hinge) | C SVC (hinge) |")
     print("|---:|---:|---:|---:|---:|---:|")

@@ -22,14 +22,13 @@ are checked against the batched engine's. Prints a markdown section.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from datetime import date
 
 import numpy as np
 import torch
 
+from benchmarks._timing import machine_line, synchronize
 from spurlab.data.synthetic import duplicate_majority, easy_task
 from spurlab.train.linear_gd import BatchedLinearGD
 from spurlab.utils import resolve_device
@@ -66,9 +65,7 @@ def reference_loop(x: np.ndarray, y: np.ndarray, steps: int, device: str) -> np.
         for _ in range(steps):
             g = torch.sigmoid(-(z @ w))
             w.add_(g @ z, alpha=scale)
-        out.append(w.cpu().numpy())
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        out.append(w.cpu().numpy())  # a copy to the host: waits for the run's GPU work
     return np.stack(out)
 
 
@@ -86,23 +83,27 @@ def work_floor(x: np.ndarray, steps: int, device: str, repeats: int = 20) -> flo
     one_step()
     best = float("inf")
     for _ in range(3):
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(repeats):
             one_step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(device)
         best = min(best, (time.perf_counter() - start) / repeats)
     return steps * best
 
 
 def measure(name: str, x: np.ndarray, y: np.ndarray, steps: int, ref_runs: int, device: str) -> dict:
     BatchedLinearGD(lr=LR, n_steps=10, device=device).fit(x[:2], y[:2])  # warm-up
+    synchronize(device)
     start = time.perf_counter()
-    gd = BatchedLinearGD(lr=LR, n_steps=steps, n_logged=50, device=device).fit(x, y)
+    gd = BatchedLinearGD(lr=LR, n_steps=steps, n_logged=50, device=device).fit(x, y)  # results land in numpy
+    synchronize(device)
     batched = time.perf_counter() - start
     k = min(ref_runs, len(x))
+    synchronize(device)
     start = time.perf_counter()
     ref_w = reference_loop(x[:k], y[:k], steps, device)
+    synchronize(device)
     reference = (time.perf_counter() - start) * len(x) / k
     work = len(x) * steps
     floor = work_floor(x, steps, device) if gd.parametrization_ == "primal" else float("nan")
@@ -115,14 +116,12 @@ def measure(name: str, x: np.ndarray, y: np.ndarray, steps: int, ref_runs: int, 
 
 def markdown(results: list[dict], args, device: str) -> str:
     lines = [f"## Batched linear GD vs per-run loop ({date.today().isoformat()})", "",
-             f"- machine: {platform.node() or 'unknown'} ({os.cpu_count()} cores, {platform.machine()}, "
-             f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads); "
-             f"device {device}",
-             f"- GPU: {torch.cuda.get_device_name() if device.startswith('cuda') else 'none in this session'}",
+             machine_line(device),
              f"- command: `.venv/bin/python -m benchmarks.bench_linear_gd --runs {args.runs} --steps {args.steps} "
-             f"--n {args.n} --ref-runs {args.ref_runs}`",
-             f"- reference: a per-run torch GD loop over all n points, timed on {results[0]['ref_runs']} runs and "
-             "scaled linearly to all runs; final weights compared with the batched engine", "",
+             f"--n {args.n} --ref-runs {args.ref_runs} --device {args.device}`",
+             f"- reference: a per-run torch GD loop over all n points on the same device, timed on "
+             f"{results[0]['ref_runs']} runs and scaled linearly to all runs; final weights compared with the "
+             "batched engine", "",
              "| workload | runs x n x d | steps | engine path | batched (s) | reference (s) | batched runs*steps/s "
              "| reference runs*steps/s | ratio | max abs diff | work floor (s) | ratio at the floor |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

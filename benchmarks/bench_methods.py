@@ -7,23 +7,25 @@
   same settings and seeds: fit time as a ratio to ERM's, and worst-group / mean-group /
   average test accuracy (mean ± std over the seeds).
 
-Run: ``.venv/bin/python -m benchmarks.bench_methods [--seeds 3] [--epochs 20]``
+Run: ``.venv/bin/python -m benchmarks.bench_methods [--seeds 3] [--epochs 20] [--device auto]``
+(``--device`` places the method fits; the per-group loss timings run on the CPU).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 
 import pandas as pd
 import torch
 
+from benchmarks._timing import machine_line
 from spurlab.data.registry import load_splits
 from spurlab.errors import SpurlabError
 from spurlab.train.methods import compare_methods, method_registry, summarize_comparison
 from spurlab.train.methods.groupdro import batch_group_losses
+from spurlab.utils import resolve_device
 
 
 def reference_group_losses(losses: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -77,12 +79,12 @@ def available_methods() -> list[str]:
     return names
 
 
-def bench_methods(seeds: int, epochs: int) -> list[str]:
+def bench_methods(seeds: int, epochs: int, device: str) -> list[str]:
     splits = load_splits("spurious-digits", seed=0)
     methods = available_methods()
     # Seed-major, method-minor: every method's fits are spread over the whole run, so a load
     # spike on the shared machine does not land on one method only.
-    frame = pd.concat([compare_methods(splits, [name], seeds=[seed], epochs=epochs)
+    frame = pd.concat([compare_methods(splits, [name], seeds=[seed], epochs=epochs, device=device)
                        for seed in range(seeds) for name in methods], ignore_index=True)
     frame["method"] = pd.Categorical(frame["method"], categories=methods, ordered=True)
     frame = frame.sort_values(["method", "seed"]).astype({"method": str})
@@ -107,23 +109,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadier on a shared box)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda: where the method fits run")
     args = parser.parse_args()
     if args.seeds < 1 or args.epochs < 1 or args.threads < 1:
         raise SpurlabError("--seeds, --epochs and --threads must be at least 1")
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     group_lines = bench_group_losses()
-    method_lines = bench_methods(args.seeds, args.epochs)
+    method_lines = bench_methods(args.seeds, args.epochs, device)
     total = time.perf_counter() - start
     print(f"\n## Robust training methods ({datetime.date.today().isoformat()})\n")
-    print("- machine: CPU-2: 2-core dev machine, shared/loaded during measurement "
-          f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads); no GPU was available in this session "
-          "(GPU numbers: not measured)")
+    print(machine_line(device))
     print(f"- command: `.venv/bin/python -m benchmarks.bench_methods --seeds {args.seeds} --epochs {args.epochs} "
-          f"--threads {args.threads}` "
+          f"--threads {args.threads} --device {args.device}` "
           f"({total:.0f} s in all)")
-    print("\nGroup DRO's per-group minibatch losses (batch 128, forward + backward, same run):\n")
+    print("\nGroup DRO's per-group minibatch losses (batch 128, forward + backward, on the CPU, same run):\n")
     print("\n".join(group_lines))
     print(f"\nEvery method on `spurious-digits` (small CNN, {args.epochs} epochs, seeds 0..{args.seeds - 1}, "
           "selection by worst-group validation accuracy; fit time as a ratio to ERM's in the same run):\n")

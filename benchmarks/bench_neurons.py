@@ -9,20 +9,20 @@
    quick task's trained network, with the ``auto`` strategy; the loop's time for
    the same sweep is measured on a seeded sample of the interventions and scaled up.
 
-Run: ``.venv/bin/python -m benchmarks.bench_neurons [--n-eval 300] [--sweep-eval 100] [--repeats 2]``.
+Run: ``.venv/bin/python -m benchmarks.bench_neurons [--n-eval 300] [--sweep-eval 100] [--repeats 2]
+[--device auto|cpu|cuda]``. Every timed path runs on ``--device``; CUDA timings are synchronized.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
-import platform
 import time
 
 import numpy as np
 import torch
 
-from benchmarks._timing import median_time
+from benchmarks._timing import machine_line, median_time, synchronize
 from spurlab.models import make_model
 from spurlab.models.convnets import build_image_model
 from spurlab.models.editing import Intervention, evaluate_interventions
@@ -50,7 +50,8 @@ def bench_all_channels(name: str, model, n_eval: int, repeats: int, device: str)
     for s in ("shared", "vmap"):
         if not np.allclose(results[s], results["loop"]):
             raise AssertionError(f"{s} disagrees with the loop on {name}")
-    times = {s: median_time(lambda s=s: evaluate_interventions(model, ivs, x, y, g, strategy=s), repeats, warmup=False)
+    times = {s: median_time(lambda s=s: evaluate_interventions(model, ivs, x, y, g, strategy=s), repeats,
+                            warmup=False, device=device)
              for s in ("loop", "shared", "vmap")}
     return [(f"{name}: zero each of {len(ivs)} conv channels, {n_eval} images, {s} vs loop", times[s], times["loop"])
             for s in ("shared", "vmap")]
@@ -75,12 +76,15 @@ def bench_sweep(n_eval: int, loop_sample: int, device: str) -> tuple[tuple, int]
         for x, y, g in data:
             evaluate_interventions(erm["model"], subset, x, y, g, 4, strategy=strategy)
 
+    synchronize(device)
     start = time.perf_counter()
     sweep("auto", ivs)
+    synchronize(device)
     fast = time.perf_counter() - start
     sample = [ivs[i] for i in np.random.default_rng(0).choice(len(ivs), size=min(loop_sample, len(ivs)), replace=False)]
     start = time.perf_counter()
     sweep("loop", sample)
+    synchronize(device)
     loop = (time.perf_counter() - start) * len(ivs) / len(sample)
     return (f"full evidence sweep: {len(ivs)} interventions x (train + test, {n_eval} images each), "
             f"auto vs loop (loop scaled from {len(sample)})", fast, loop), len(ivs)
@@ -105,11 +109,10 @@ def main() -> None:
 
     threads = os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))
     print(f"\n## Critical-unit ablations: batched vs one at a time ({datetime.date.today().isoformat()})\n")
-    print(f"- machine: CPU-2: 2-core dev machine, shared/loaded during measurement ({platform.machine()}, "
-          f"Python {platform.python_version()}, torch {torch.__version__}, {threads} thread(s)); device {device}; "
-          f"no GPU in this session (GPU numbers: not measured)")
+    print(machine_line(device))
     print(f"- command: `OMP_NUM_THREADS={threads} .venv/bin/python -m benchmarks.bench_neurons --n-eval {args.n_eval} "
-          f"--sweep-eval {args.sweep_eval} --loop-sample {args.loop_sample} --repeats {args.repeats}`")
+          f"--sweep-eval {args.sweep_eval} --loop-sample {args.loop_sample} --repeats {args.repeats} "
+          f"--device {args.device}`")
     print("- scans: median of the repeats, after a first run whose accuracies are checked equal to the loop's; "
           "sweep: one run each\n")
     print("| task | batched (s) | loop (s) | loop / batched |")

@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._timing import machine_line
 from spurlab.errors import SpurlabError
 from spurlab.sweep import ResultStore, run_sweep
 from spurlab.sweep.store import cell, records_table
@@ -164,11 +164,8 @@ def main() -> None:
     table_lines = bench_table(args.records)
     executor_lines = bench_executor(args.runs, args.workers)
     total = time.perf_counter() - start
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n## Sweeps: result table and local executor ({datetime.date.today().isoformat()})\n")
-    print("- machine: CPU-2: 2-core dev machine, shared/loaded during measurement "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} "
-          "at the end); no GPU was available in this session (GPU numbers: not measured)")
+    print(machine_line("cpu"))
     print(f"- command: `.venv/bin/python -m benchmarks.bench_sweep --records {args.records} --runs {args.runs} "
           f"--workers {args.workers}` ({total:.0f} s in all; table timings: best of 3 (spurlab) "
           "and of 2 (reference))")
