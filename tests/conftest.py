@@ -20,3 +20,16 @@ def data_dir() -> Path:
         pytest.fail(f"test data not found under {path}: set SPURLAB_DATA to the folder holding MNIST/ "
                     f"and FashionMNIST/ (../shared/data in CI)")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch and BLAS thread: tests of many small linear-algebra calls run faster and steadier."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)

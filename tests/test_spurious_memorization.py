@@ -5,8 +5,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from spurlab import SpurlabError
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query
@@ -21,14 +19,7 @@ from spurlab.studies.spurious_memorization import (frame_fraction, frame_images,
 ALPHAS = (0.25, 0.5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests make many small BLAS calls: one thread is much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small BLAS calls: one thread is faster
 
 
 def small_problem(n=30, d=40, alpha=0.5, seed=0):

@@ -6,8 +6,6 @@ far below alpha) sit well above gamma_high at N/d = 10 while phi2 / h0+h1 are cl
 """
 import numpy as np
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from spurlab import SpurlabError
 from spurlab.data.synthetic import gaussian_core_spurious, spurious_query
@@ -18,13 +16,7 @@ from spurlab.studies.spurious_memorization import synthetic_setting
 SETTINGS = [("rf", "phi2"), ("rf", "phi4"), ("ntk", "h0+h1"), ("ntk", "h0+h3")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small BLAS calls: one thread is faster
 
 
 @pytest.mark.parametrize("model, activation", SETTINGS + [("rf", "relu"), ("ntk", "relu'")])
