@@ -24,7 +24,10 @@ lint: $(STAMP)
 
 test: lint
 	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi
+	@echo "GPU-path tests once more, on the CPU (without CUDA they were skipped above)"
+	SPURLAB_TEST_GPU_DEVICE=cpu $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_cuda_paths.py
 
 bench: $(STAMP)  # long: each benchmark times a reference path too (see benchmarks/RESULTS.md)
 	for m in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$m .py) || exit 1; done

@@ -4,18 +4,20 @@
 #   bash benchmarks/gpu_suite.sh OUTDIR [NAME ...]          # --device cuda, paper-sized settings
 #   bash benchmarks/gpu_suite.sh --smoke OUTDIR [NAME ...]  # tiny sizes, --device auto (checks the script)
 #
-# NAME: linear_gd memorization contamination directions neurons (default: all, in that order).
-# Each benchmark's markdown goes to OUTDIR/NAME.md, its stderr to OUTDIR/NAME.log. A failing
-# benchmark is reported and the others still run; the exit status is 0 only when all succeeded.
+# NAME: linear_gd memorization contamination directions neurons tests (default: all, in that order);
+# tests = pytest tests/test_cuda_paths.py (GPU paths against the CPU; needs pytest, skips without CUDA).
+# Each benchmark's markdown goes to OUTDIR/NAME.md, its stderr to OUTDIR/NAME.log. A failing one is
+# reported and the others still run; the exit status is 0 only when all succeeded.
 # Works from a plain checkout: PYTHONPATH=src when spurlab is not installed, SPURLAB_DATA from
 # ../shared/data or .data when unset. PYTHON picks the interpreter (default .venv/bin/python
 # when present, else python3); BENCH_TIMEOUT (seconds) bounds each benchmark when set.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
-ALL=(linear_gd memorization contamination directions neurons)
+ALL=(linear_gd memorization contamination directions neurons tests)
 declare -A MODULE=([linear_gd]=bench_linear_gd [memorization]=bench_memorization
-                   [contamination]=bench_contamination [directions]=bench_directions [neurons]=bench_neurons)
+                   [contamination]=bench_contamination [directions]=bench_directions [neurons]=bench_neurons
+                   [tests]=tests/test_cuda_paths.py)
 declare -A FULL=(
   [linear_gd]="--runs 100 --steps 10000 --n 1000 --ref-runs 10"
   [memorization]="--full"
@@ -31,7 +33,33 @@ declare -A SMOKE=(
   [neurons]="--n-eval 64 --sweep-eval 16 --loop-sample 8 --repeats 1"
 )
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+# The GPU path tests: pytest's full output on stderr (-> NAME.log), a markdown summary on stdout (-> NAME.md).
+gpu_tests() {
+  if ! "$PYTHON" -c "import pytest" 2>/dev/null; then
+    echo "pytest is not installed for $PYTHON: the 'tests' entry needs it (carry a pytest wheel and" \
+         "pip install it, or point PYTHON at an interpreter that has it)" >&2
+    return 3
+  fi
+  local log rc
+  log=$(mktemp)
+  ${BENCH_TIMEOUT:+timeout "$BENCH_TIMEOUT"} "$PYTHON" -m pytest -q -rsfE -p no:cacheprovider \
+    "${MODULE[tests]}" >"$log" 2>&1
+  rc=$?
+  cat "$log" >&2
+  echo "## GPU path tests: ${MODULE[tests]} ($(date +%F))"
+  echo
+  echo "- machine: $("$PYTHON" -c 'import platform, torch; print(platform.node(), "torch", torch.__version__,
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device (the tests skip)")' 2>&1)"
+  echo "- command: \`python -m pytest -q -rsfE ${MODULE[tests]}\` (exit status $rc)"
+  echo
+  echo '```'
+  if grep -q "short test summary info" "$log"; then sed -n '/short test summary info/,$p' "$log"; else tail -n 1 "$log"; fi
+  echo '```'
+  rm -f "$log"
+  return $rc
+}
 
 mode=full
 if [ "${1:-}" = "--smoke" ]; then mode=smoke; shift; fi
@@ -91,6 +119,10 @@ except Exception:  # noqa: BLE001 - reported by attempt() below
 else:
     for info in pkgutil.iter_modules(studies.__path__, "spurlab.studies."):
         attempt(info.name)
+try:
+    import pytest  # noqa: F401 - not a spurlab dependency, but the 'tests' entry runs it
+except ImportError:
+    print("pytest: missing (only the 'tests' entry needs it: carry a pytest wheel)")
 if missing:
     print("MISSING imports (carry wheels for them):")
     for name, needed_by in sorted(missing.items()):
@@ -112,11 +144,17 @@ EOF
 mkdir -p "$outdir" || exit 2
 ok=() failed=()
 for name in "${names[@]}"; do
-  if [ "$mode" = smoke ]; then args=${SMOKE[$name]}; else args=${FULL[$name]}; fi
-  cmd=("$PYTHON" -m "benchmarks.${MODULE[$name]}" $args --device "$device")
-  [ -n "${BENCH_TIMEOUT:-}" ] && cmd=(timeout "$BENCH_TIMEOUT" "${cmd[@]}")
+  if [ "$name" = tests ]; then
+    cmd=(gpu_tests)
+    shown="$PYTHON -m pytest -q -rsfE ${MODULE[tests]}"
+  else
+    if [ "$mode" = smoke ]; then args=${SMOKE[$name]}; else args=${FULL[$name]}; fi
+    cmd=("$PYTHON" -m "benchmarks.${MODULE[$name]}" $args --device "$device")
+    [ -n "${BENCH_TIMEOUT:-}" ] && cmd=(timeout "$BENCH_TIMEOUT" "${cmd[@]}")
+    shown="${cmd[*]}"
+  fi
   echo
-  echo "=== $name: ${cmd[*]}"
+  echo "=== $name: $shown"
   start=$SECONDS
   "${cmd[@]}" >"$outdir/$name.md.part" 2>"$outdir/$name.log"
   rc=$?

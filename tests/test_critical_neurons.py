@@ -341,6 +341,9 @@ def test_study_writes_its_outputs(data_dir, tmp_path):
     assert set(delta["split"]) == {"train", "test"} and set(delta["mode"]) == {"zero", "random_init", "rewind"}
     assert set(delta["selector"]) == {"weight_norm", "group_gradient", "magnitude"}
     assert delta[delta["mode"] == "random_init"]["sigma"].notna().all()
+    assert frame["value"].notna().all()  # no placeholder rows
+    gaps = frame[(frame["metric"] == "train_test_gap") & (frame["mode"] != "none")]
+    assert len(gaps) == len(delta[delta["split"] == "train"])  # one gap per edited (setting, group)
     fw = frame[frame["experiment"] == "framework"]
     assert {"worst_group_acc", "mean_group_acc", "train_weighted_acc"} <= set(fw["metric"])
     assert set(fw["method"].dropna()) == {"erm", "pruned_contrastive", "erm_start"}

@@ -14,6 +14,7 @@ Three ways to get the logits of ``n`` edited versions of one model on a batch:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,12 +119,23 @@ def _agrees(model: nn.Module, plans: list[list[ParamEdit]], strategy: str, probe
     return bool(torch.allclose(fast, reference, rtol=1e-3, atol=1e-4))
 
 
+@contextlib.contextmanager
+def _without_tf32():
+    """TF32 off while strategies are compared: its ~1e-3 rounding is not a disagreement."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def choose_strategy(model: nn.Module, plans: list[list[ParamEdit]], x: np.ndarray) -> str:
     device = model_device(model)
     probe = torch.as_tensor(x[:4], dtype=torch.float32, device=device)
     # On a CPU, vmap's batched kernels are slower than a plain loop; on a GPU they win.
     candidates = ("shared", "vmap") if device.type == "cuda" else ("shared",)
-    with torch.no_grad():
+    with torch.no_grad(), _without_tf32():
         for strategy in candidates:
             if _agrees(model, plans, strategy, probe):
                 return strategy

@@ -240,8 +240,10 @@ def add_evidence_rows(result: StudyResult, evidence: pd.DataFrame, seed: int) ->
         if row["n_repeats"] > 1:
             result.add("evidence", "delta_acc_std", row["acc_std"], seed, group=row["group"], split=row["split"],
                        **cols)
-    after = evidence.pivot_table(index=keys + ["group"], columns="split", values="acc", dropna=False).reset_index()
-    for row in after.to_dict("records"):
+    # groupby, not pivot_table: the keys hold NaN (no sigma for `zero`) and pivot_table(dropna=False)
+    # would build every combination of them.
+    after = evidence.groupby(keys + ["group", "split"], dropna=False)["acc"].mean().unstack("split").reset_index()
+    for row in after.dropna(subset=["train", "test"]).to_dict("records"):
         result.add("evidence", "train_test_gap", row["train"] - row["test"], seed, group=row["group"],
                    split="train-test", **{k: row[k] for k in keys})
 

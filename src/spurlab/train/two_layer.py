@@ -34,7 +34,7 @@ Tracker = Callable[[TwoLayerNet], Mapping[str, torch.Tensor]]
 
 def signed_labels(y) -> np.ndarray:
     """Labels as floats in {-1, +1}; accepts class indices {0, 1} or signs {-1, +1}."""
-    y = np.asarray(y)
+    y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
     values = set(np.unique(y).tolist())
     if values <= {0, 1}:
         return 2.0 * y.astype(np.float64) - 1.0

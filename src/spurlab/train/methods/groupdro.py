@@ -20,7 +20,7 @@ from spurlab.train.methods.base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
 from spurlab.train.trainer import TrainConfig, make_optimizer
-from spurlab.utils import progress
+from spurlab.utils import progress, resolve_device
 
 
 def batch_group_losses(losses: torch.Tensor, groups: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +54,7 @@ def train_groupdro(model: nn.Module, x: np.ndarray, y: np.ndarray, groups: np.nd
                    cfg: TrainConfig, eta: float, adjustment: float = 0.0,
                    on_epoch_end: Callable[[int, nn.Module], dict | None] | None = None) -> list[dict]:
     """Train ``model`` with the Group DRO objective; returns the per-epoch history (with ``q``)."""
-    device = cfg.device
+    device = resolve_device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(device)
