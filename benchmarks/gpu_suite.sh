@@ -50,8 +50,8 @@ gpu_tests() {
   cat "$log" >&2
   echo "## GPU path tests: ${MODULE[tests]} ($(date +%F))"
   echo
-  echo "- machine: $("$PYTHON" -c 'import platform, torch; print(platform.node(), "torch", torch.__version__,
-      torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device (the tests skip)")' 2>&1)"
+  "$PYTHON" -c 'import torch; from benchmarks._timing import machine_line
+print(machine_line("cuda" if torch.cuda.is_available() else "cpu (no CUDA: the tests skip)"))' 2>&1
   echo "- command: \`python -m pytest -q -rsfE ${MODULE[tests]}\` (exit status $rc)"
   echo
   echo '```'

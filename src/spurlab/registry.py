@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from spurlab.errors import SpurlabError, UnknownNameError
@@ -83,10 +83,6 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         self._origin[name] = origin or getattr(entry, "__module__", "")
         return entry
-
-    def decorator(self, name_of: Callable[[T], str]) -> Callable[[T], T]:
-        """A class decorator registering each class under ``name_of(cls)``."""
-        return lambda entry: self.add(name_of(entry), entry)
 
     def load(self) -> None:
         """Import the modules of the built-in entries (once)."""

@@ -152,6 +152,13 @@ def available_memory_bytes() -> int | None:
         return None
 
 
+def as_numpy(x: Any, dtype: Any = None) -> np.ndarray:
+    """A numpy array from an array-like or a torch tensor on any device (GPU tensors are copied back)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
 # ---------------------------------------------------------------- validation
 def check_finite(name: str, array: np.ndarray) -> None:
     if np.issubdtype(np.asarray(array).dtype, np.number) and not np.all(np.isfinite(array)):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from spurlab.errors import SpurlabError
-from spurlab.utils import check_finite, check_labels, check_same_length
+from spurlab.utils import as_numpy, check_finite, check_labels, check_same_length
 
 
 # ------------------------------------------------------------------ two-layer networks
@@ -71,7 +71,7 @@ class ContaminationTracker:
 
         self.transform = np.asarray(transform, dtype=np.float32)
         self.d_core = int(d_core)
-        self.x = torch.as_tensor(np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float32))
+        self.x = torch.as_tensor(as_numpy(x, np.float32))
         self.y = torch.as_tensor(signed_labels(y), dtype=torch.float32)
 
     @torch.no_grad()

@@ -25,7 +25,7 @@ import torch
 
 from spurlab.errors import SpurlabError
 from spurlab.models.features import Activation, FeatureMap, get_activation, make_feature_map
-from spurlab.utils import check_finite
+from spurlab.utils import as_numpy, check_finite
 
 REGIMES = ("high_n", "low_n")
 
@@ -184,7 +184,7 @@ class KernelMemorization:
 
     def fit(self, Z, targets, Z_query, Z_test=None) -> KernelMemorization:
         """``Z`` (N, d) training inputs, ``targets`` (N,), ``Z_query`` (N, d): spurious queries."""
-        Z = np.asarray(Z.detach().cpu() if torch.is_tensor(Z) else Z)
+        Z = as_numpy(Z)
         if len(Z) != len(targets) or len(Z_query) != len(Z):
             raise SpurlabError(f"Z ({len(Z)}), targets ({len(targets)}) and Z_query ({len(Z_query)}) "
                                f"must have one row per training sample")

@@ -23,7 +23,7 @@ from torch import nn
 
 from spurlab.errors import SpurlabError
 from spurlab.probes.contamination import LinearProbe
-from spurlab.utils import check_finite, progress, resolve_device
+from spurlab.utils import as_numpy, check_finite, progress, resolve_device
 
 
 class FeatureOutput(nn.Module):
@@ -63,7 +63,7 @@ def representations(module: nn.Module, x, batch_size: int = 512, device: str = "
     device = resolve_device(device)
     module.eval().to(device)
     if is_array(x):
-        x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+        x = as_numpy(x)
         batches = (x[start:start + batch_size] for start in range(0, len(x), batch_size))
     else:
         batches = x
@@ -134,7 +134,7 @@ class RepresentationDistiller:
 
     def _cached_batches(self, teacher, student, x, teacher_x, device: str):
         """A function ``epoch -> iterator of (inputs, targets)`` over shuffled cached targets."""
-        x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+        x = as_numpy(x, np.float32)
         check_finite("x", x)
         if teacher_x is not None and len(teacher_x) != len(x):
             raise SpurlabError(f"teacher_x has {len(teacher_x)} examples but x has {len(x)}",

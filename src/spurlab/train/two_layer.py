@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from spurlab.errors import SpurlabError
 from spurlab.models.two_layer import TwoLayerNet, activation_derivative, get_activation
-from spurlab.utils import check_finite, progress, resolve_device
+from spurlab.utils import as_numpy, check_finite, progress, resolve_device
 
 LOSS_NAMES = ("hinge", "logistic", "mse")
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
@@ -34,7 +34,7 @@ Tracker = Callable[[TwoLayerNet], Mapping[str, torch.Tensor]]
 
 def signed_labels(y) -> np.ndarray:
     """Labels as floats in {-1, +1}; accepts class indices {0, 1} or signs {-1, +1}."""
-    y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    y = as_numpy(y)
     values = set(np.unique(y).tolist())
     if values <= {0, 1}:
         return 2.0 * y.astype(np.float64) - 1.0
@@ -204,7 +204,7 @@ class TwoLayerTrainer:
                                f"got {self.batch_size}")
 
     def _tensors(self, x, y, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-        x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+        x = as_numpy(x, np.float32)
         x = x.reshape(len(x), -1)
         if len(x) != len(y):
             raise SpurlabError(f"x has {len(x)} rows but y has {len(y)}")
