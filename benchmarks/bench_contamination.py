@@ -36,7 +36,8 @@ from benchmarks._timing import machine_line, synchronize
 from spurlab.data.synthetic import structured_features
 from spurlab.models.two_layer import TwoLayerNet, init_two_layer
 from spurlab.probes.contamination import ContaminationTracker
-from spurlab.train.two_layer import TwoLayerTrainer, signed_labels
+from spurlab.train.engines.two_layer_trainer import TwoLayerTrainer
+from spurlab.utils import signed_labels
 from spurlab.utils import resolve_device
 
 ACTIVATIONS = {"relu": nn.ReLU, "identity": nn.Identity}

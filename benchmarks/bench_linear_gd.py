@@ -1,4 +1,4 @@
-"""Batched linear GD (``spurlab.train.linear_gd``) against a per-run loop doing the same work.
+"""Batched linear GD (``spurlab.train.engines.linear_gd``) against a per-run loop doing the same work.
 
 Two workloads of ``--runs`` problems with ``--n`` points each, ``--steps``
 full-batch GD steps on the mean logistic loss (lr 0.5, float64):
@@ -30,7 +30,7 @@ import torch
 
 from benchmarks._timing import machine_line, synchronize
 from spurlab.data.synthetic import duplicate_majority, easy_task
-from spurlab.train.linear_gd import BatchedLinearGD
+from spurlab.train.engines.linear_gd import BatchedLinearGD
 from spurlab.utils import resolve_device
 
 LR = 0.5

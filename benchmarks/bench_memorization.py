@@ -30,7 +30,7 @@ from benchmarks._timing import machine_line, synchronize
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query
 from spurlab.models.features import RandomFeatures
 from spurlab.probes.memorization import refit_memorization, solve_memorization
-from spurlab.studies.spurious_memorization import SpuriousMemorizationStudy, synthetic_setting
+from spurlab.studies.spurious_memorization.memorization_study import SpuriousMemorizationStudy, synthetic_setting
 from spurlab.utils import resolve_device
 
 

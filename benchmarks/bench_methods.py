@@ -67,12 +67,12 @@ def available_methods() -> list[str]:
     for name in method_registry():
         if name == "failure_directions":
             try:
-                from spurlab.train.interventions import failure_direction_weights  # noqa: F401
+                from spurlab.train.engines.upweighting import failure_direction_weights  # noqa: F401
             except ImportError:
                 continue
         if name == "pruned_contrastive":
             try:
-                from spurlab.train.pruned_contrastive import train_pruned_contrastive  # noqa: F401
+                from spurlab.train.engines.pruned_copy_contrastive import train_pruned_contrastive  # noqa: F401
             except ImportError:
                 continue
         names.append(name)

@@ -25,8 +25,10 @@ import torch
 from benchmarks._timing import machine_line, median_time, synchronize
 from spurlab.models import make_model
 from spurlab.models.convnets import build_image_model
-from spurlab.models.editing import Intervention, evaluate_interventions
-from spurlab.probes.neurons import CriticalUnits, find_critical_units
+from spurlab.models.editing import Intervention
+from spurlab.models.batched_edits import evaluate_interventions
+from spurlab.models.units import CriticalUnits
+from spurlab.probes.neurons import find_critical_units
 from spurlab.probes.unit_evidence import build_interventions
 from spurlab.utils import resolve_device
 
@@ -59,7 +61,7 @@ def bench_all_channels(name: str, model, n_eval: int, repeats: int, device: str)
 
 def bench_sweep(n_eval: int, loop_sample: int, device: str) -> tuple[tuple, int]:
     from spurlab.studies.base import get_study
-    from spurlab.studies.critical_neurons import load_task, select_unit_sets, train_erm
+    from spurlab.studies.critical_neurons.neurons_study import load_task, select_unit_sets, train_erm
     from spurlab.models.editing import rewind_reference
 
     quick = get_study("critical-neurons").default_config(quick=True)

@@ -117,7 +117,7 @@ try:
 except Exception:  # noqa: BLE001 - reported by attempt() below
     attempt("spurlab.studies")
 else:
-    for info in pkgutil.iter_modules(studies.__path__, "spurlab.studies."):
+    for info in pkgutil.walk_packages(studies.__path__, "spurlab.studies."):
         attempt(info.name)
 try:
     import pytest  # noqa: F401 - not a spurlab dependency, but the 'tests' entry runs it

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from spurlab.probes.memorization import gamma, gamma_at_ratio
-from spurlab.studies.spurious_memorization import synthetic_setting
+from spurlab.studies.spurious_memorization.memorization_study import synthetic_setting
 
 SETTINGS = "rf:phi2,rf:phi4,ntk:h0+h1,ntk:h0+h3"
 

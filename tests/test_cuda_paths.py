@@ -29,7 +29,8 @@ from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_quer
 from spurlab.models import make_model, penultimate_features
 from spurlab.models.batched_edits import choose_strategy
 from spurlab.models.convnets import build_image_model
-from spurlab.models.editing import evaluate_interventions, plan_edits
+from spurlab.models.editing import plan_edits
+from spurlab.models.batched_edits import evaluate_interventions
 from spurlab.models.features import NTKFeatures, RandomFeatures
 from spurlab.models.two_layer import TwoLayerNet
 from spurlab.probes.contamination import ContaminationTracker
@@ -37,12 +38,12 @@ from spurlab.probes.memorization import KernelMemorization, solve_memorization
 from spurlab.probes.neurons import CriticalUnitSelector
 from spurlab.probes.unit_evidence import UnitSet, build_interventions
 from spurlab.studies.base import run_study
-from spurlab.train.linear_gd import BatchedLinearGD
+from spurlab.train.engines.linear_gd import BatchedLinearGD
 from spurlab.train.methods.base import get_method
 from spurlab.train.methods.groupdro import train_groupdro
 from spurlab.train.methods.selection import EpochSelector
 from spurlab.train.trainer import TrainConfig, fit, predict_logits
-from spurlab.train.two_layer import TwoLayerTrainer
+from spurlab.train.engines.two_layer_trainer import TwoLayerTrainer
 
 GPU = os.environ.get("SPURLAB_TEST_GPU_DEVICE", "cuda")
 ON_CUDA = GPU.startswith("cuda")

@@ -159,6 +159,18 @@ def as_numpy(x: Any, dtype: Any = None) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+def signed_labels(y: Any) -> np.ndarray:
+    """Binary labels, class indices {0, 1} or signs {-1, +1} (any shape, array or tensor), as float64 signs."""
+    y = as_numpy(y, np.float64)
+    values = set(np.unique(y).tolist())
+    if values <= {-1.0, 1.0}:
+        return y
+    if values <= {0.0, 1.0}:
+        return 2.0 * y - 1.0
+    raise SpurlabError(f"labels must be binary (0/1 or -1/+1), got values {sorted(values)[:6]}",
+                       hint="binarize the labels first: class indices 0/1 or signs -1/+1")
+
+
 # ---------------------------------------------------------------- validation
 def check_finite(name: str, array: np.ndarray) -> None:
     if np.issubdtype(np.asarray(array).dtype, np.number) and not np.all(np.isfinite(array)):

@@ -99,7 +99,8 @@ def _top_examples_figure(fd, emb: np.ndarray, ds: GroupedDataset, dv: np.ndarray
 # ------------------------------------------------------------------ critical units
 def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int = 3) -> dict[str, Any]:
     """Rank units two ways, edit the top-k, and report every group's accuracy change on train and test."""
-    from spurlab.models.editing import Intervention, evaluate_interventions
+    from spurlab.models.editing import Intervention
+    from spurlab.models.batched_edits import evaluate_interventions
     from spurlab.probes.neurons import find_critical_units
 
     train = splits["train"]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from spurlab.report.html import HtmlReport
 from spurlab.report.plots import plot_group_accuracies
-from spurlab.studies.base import default_out_dir, package_versions
+from spurlab.runs import default_out_dir, package_versions
 from spurlab.utils import atomic_write_csv, atomic_write_json
 
 SUMMARY_METRICS = ("worst_group_acc", "mean_group_acc", "average_acc", "accuracy")

@@ -24,7 +24,7 @@ from torch import nn
 from spurlab.errors import SpurlabError
 from spurlab.models.editing import Intervention, ParamEdit, applied_edits, plan_edits
 from spurlab.models.shared_forward import SharedForward, shared_setup
-from spurlab.probes.neurons import model_device
+from spurlab.models.layers import model_device
 from spurlab.utils import check_labels, check_same_length
 
 STRATEGIES = ("auto", "loop", "vmap", "shared")
@@ -199,3 +199,19 @@ def _count_correct(model, plans, x, y, groups, n_groups, strategy, batch_size, c
             hits = (scorer.logits(c, xb).argmax(-1) == yb).double().cpu()  # (len(members), B)
             correct[members] += torch.zeros(len(members), n_groups, dtype=torch.float64).index_add_(1, gb, hits)
     return correct.numpy()
+
+
+# ------------------------------------------------------------------ scoring many edits
+def evaluate_interventions(model: nn.Module, interventions: list[Intervention], x: np.ndarray, y: np.ndarray,
+                           groups: np.ndarray, n_groups: int | None = None, strategy: str = "auto",
+                           batch_size: int = 128, chunk_size: int = 16) -> np.ndarray:
+    """Per-group accuracy of ``model`` under each intervention: an array (n_interventions, n_groups).
+
+    Groups without examples get NaN. ``strategy``: ``loop`` (one edited model at a
+    time), ``vmap`` (``torch.func`` over stacked edited weights), ``shared`` (one
+    forward pass for a chunk of channel edits of a feed-forward conv/linear net)
+    or ``auto`` (``shared`` for channel edits when it reproduces ``loop`` on a few
+    examples, else ``vmap`` on a GPU, else ``loop``).
+    The caller's weights are unchanged afterwards.
+    """
+    return run_strategy(model, interventions, x, y, groups, n_groups, strategy, batch_size, chunk_size)

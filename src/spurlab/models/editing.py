@@ -21,12 +21,11 @@ import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from spurlab.errors import SpurlabError, UnknownNameError
-from spurlab.probes.neurons import CriticalUnits
+from spurlab.models.units import CriticalUnits
 
 MODES = ("zero", "random_init", "random_noise", "rewind")
 
@@ -192,21 +191,3 @@ def rewind_reference(checkpoints: Mapping[int, Mapping[str, torch.Tensor]], epoc
                            hint=f"checkpoints kept: {sorted(checkpoints)}; lower the rewind epochs "
                                 f"or keep a checkpoint every epoch")
     return checkpoints[target]
-
-
-# ------------------------------------------------------------------ scoring many edits
-def evaluate_interventions(model: nn.Module, interventions: list[Intervention], x: np.ndarray, y: np.ndarray,
-                           groups: np.ndarray, n_groups: int | None = None, strategy: str = "auto",
-                           batch_size: int = 128, chunk_size: int = 16) -> np.ndarray:
-    """Per-group accuracy of ``model`` under each intervention: an array (n_interventions, n_groups).
-
-    Groups without examples get NaN. ``strategy``: ``loop`` (one edited model at a
-    time), ``vmap`` (``torch.func`` over stacked edited weights), ``shared`` (one
-    forward pass for a chunk of channel edits of a feed-forward conv/linear net)
-    or ``auto`` (``shared`` for channel edits when it reproduces ``loop`` on a few
-    examples, else ``vmap`` on a GPU, else ``loop``).
-    The caller's weights are unchanged afterwards.
-    """
-    from spurlab.models.batched_edits import run_strategy
-
-    return run_strategy(model, interventions, x, y, groups, n_groups, strategy, batch_size, chunk_size)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spurlab.models.editing import ParamEdit
-from spurlab.probes.neurons import prunable_layers
+from spurlab.models.layers import prunable_layers
 
 CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 

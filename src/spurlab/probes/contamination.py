@@ -6,7 +6,7 @@
 * :func:`activation_asymmetry` — mean over neurons of
   ``sign(a_k) [P(active | y=+1) - P(active | y=-1)]``;
 * :class:`ContaminationTracker` — both, as a trajectory callback for
-  :class:`~spurlab.train.two_layer.TwoLayerTrainer`;
+  :class:`~spurlab.train.engines.two_layer_trainer.TwoLayerTrainer`;
 * :class:`LinearProbe`, :func:`background_probe_accuracy` and
   :func:`background_variance_share` — how well a linear read-out recovers the
   background (domain, colour) from a representation, and how much of it is background;
@@ -67,7 +67,7 @@ class ContaminationTracker:
     """
 
     def __init__(self, transform, d_core: int, x, y):
-        from spurlab.train.two_layer import signed_labels
+        from spurlab.utils import signed_labels
 
         self.transform = np.asarray(transform, dtype=np.float32)
         self.d_core = int(d_core)

@@ -20,59 +20,21 @@ the flat index of one weight inside ``layer.weight``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.models.layers import model_device, prunable_layers
+from spurlab.models.units import GRANULARITIES, CriticalUnits
 from spurlab.utils import check_labels, check_same_length
 
-PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 METHODS = ("weight_norm", "group_gradient", "magnitude")
-GRANULARITIES = ("channel", "weight")
 DEFAULT_GRANULARITY = {"weight_norm": "channel", "group_gradient": "channel", "magnitude": "weight"}
-
-
-# ------------------------------------------------------------------ layers
-def prunable_layers(model: nn.Module, include_output: bool = True,
-                    only: str | list[str] | tuple[str, ...] | None = None) -> dict[str, nn.Module]:
-    """The conv and linear layers of ``model`` in registration order, by module name.
-
-    ``include_output=False`` leaves out the last of them (the classifier head):
-    removing a class's logit is not a finding about memorization. ``only`` keeps
-    the layers named in it, or all ``"conv"`` / all ``"linear"`` layers.
-    """
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    if not layers:
-        raise SpurlabError(f"{type(model).__name__} has no conv or linear layer to select units from",
-                           hint="critical-unit selectors work on nn.Conv1d/2d/3d and nn.Linear layers")
-    if not include_output:
-        layers.pop(list(layers)[-1])
-    if only is not None:
-        layers = _restrict(layers, only)
-    if not layers:
-        raise SpurlabError("no conv/linear layer is left to select units from",
-                           hint="pass include_output=True, or check the layers asked for")
-    return layers
-
-
-def _restrict(layers: dict[str, nn.Module], only: str | list[str] | tuple[str, ...]) -> dict[str, nn.Module]:
-    if only == "conv":
-        return {n: m for n, m in layers.items() if not isinstance(m, nn.Linear)}
-    if only == "linear":
-        return {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}
-    names = [only] if isinstance(only, str) else list(only)
-    unknown = [n for n in names if n not in layers]
-    if unknown:
-        raise SpurlabError(f"no selectable layer named {', '.join(map(repr, unknown))}",
-                           hint=f"selectable layers: {', '.join(layers)} (or 'conv' / 'linear')")
-    return {n: layers[n] for n in names}
 
 
 def as_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -86,86 +48,6 @@ def as_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         return x, y, g
     raise SpurlabError(f"cannot read examples from a {type(data).__name__}",
                        hint="pass a GroupedDataset or a tuple (x, y[, groups])")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-# ------------------------------------------------------------------ the selected units
-@dataclass
-class CriticalUnits:
-    """A ranked set of units, most critical first.
-
-    ``layers[i]`` and ``indices[i]`` name unit ``i``: an output channel (neuron)
-    of that layer for ``granularity="channel"``, a flat index into
-    ``layer.weight`` for ``granularity="weight"``.
-    """
-
-    layers: np.ndarray  # module names (object array)
-    indices: np.ndarray  # int64
-    scores: np.ndarray  # float64, the selector's score of each unit
-    granularity: str = "channel"
-    method: str = ""
-    group: int | None = None
-
-    def __post_init__(self) -> None:
-        self.layers = np.asarray(self.layers, dtype=object)
-        self.indices = np.asarray(self.indices, dtype=np.int64)
-        self.scores = np.asarray(self.scores, dtype=np.float64)
-        check_same_length(layers=self.layers, indices=self.indices, scores=self.scores)
-        if self.granularity not in GRANULARITIES:
-            raise SpurlabError(f"unknown granularity {self.granularity!r}", hint="use channel or weight")
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def units(self) -> list[tuple[str, int]]:
-        return [(str(layer), int(i)) for layer, i in zip(self.layers, self.indices)]
-
-    def top(self, k: int) -> CriticalUnits:
-        """The ``k`` most critical units."""
-        if k < 1:
-            raise SpurlabError(f"k must be at least 1, got {k}")
-        return replace(self, layers=self.layers[:k], indices=self.indices[:k], scores=self.scores[:k])
-
-    def by_layer(self) -> dict[str, np.ndarray]:
-        """``{layer: indices}`` in first-appearance order."""
-        out: dict[str, list[int]] = {}
-        for layer, index in zip(self.layers, self.indices):
-            out.setdefault(str(layer), []).append(int(index))
-        return {layer: np.asarray(idx, dtype=np.int64) for layer, idx in out.items()}
-
-    def weight_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """``{layer: bool tensor shaped like layer.weight}``, True where a selected unit lies."""
-        modules = dict(model.named_modules())
-        masks = {}
-        for layer, idx in self.by_layer().items():
-            weight = modules[layer].weight
-            mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
-            if self.granularity == "weight":
-                mask[torch.as_tensor(idx, device=weight.device)] = True
-                masks[layer] = mask.view_as(weight)
-            else:
-                mask = mask.view(weight.shape[0], -1)
-                mask[torch.as_tensor(idx, device=weight.device)] = True
-                masks[layer] = mask.view_as(weight)
-        return masks
-
-    def table(self) -> pd.DataFrame:
-        """One row per unit: rank, layer, index, score (and the group it was selected for)."""
-        frame = pd.DataFrame({"rank": np.arange(1, len(self) + 1), "layer": self.layers.astype(str),
-                              "index": self.indices, "score": self.scores})
-        frame["granularity"] = self.granularity
-        frame["method"] = self.method
-        if self.group is not None:
-            frame["group"] = self.group
-        return frame
-
-    def labels(self) -> list[str]:
-        """``layer[index]`` strings for plots and reports."""
-        return [f"{layer}[{index}]" for layer, index in self.units]
 
 
 # ------------------------------------------------------------------ the selector

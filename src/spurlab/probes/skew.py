@@ -56,7 +56,7 @@ def linear_predictions(coef, x, intercept=0.0) -> np.ndarray:
 
 def linear_accuracy(coef, x, y, intercept=0.0) -> np.ndarray:
     """Accuracy of linear model(s) on labels ``y`` (0/1 or -1/+1); one value per model."""
-    from spurlab.train.linear_gd import signed_labels
+    from spurlab.utils import signed_labels
 
     return np.mean(linear_predictions(coef, x, intercept) == signed_labels(y), axis=-1)
 
@@ -82,7 +82,7 @@ def max_margin_norms(ns: Sequence[int], D: int = 1000, margin: float = 0.1, seed
     The norm grows with ``n`` and saturates at ``1 / margin`` (the single
     coordinate ``x_inv[0] = margin * y`` separates any number of points)."""
     from spurlab.data.synthetic import easy_task
-    from spurlab.train.max_margin import MaxMarginClassifier
+    from spurlab.train.engines.max_margin import MaxMarginClassifier
 
     rows = []
     for seed in seeds:

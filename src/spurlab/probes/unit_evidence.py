@@ -22,8 +22,10 @@ from torch import nn
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.models.editing import MODES, Intervention, evaluate_interventions, rewind_reference
-from spurlab.probes.neurons import CriticalUnits, model_device
+from spurlab.models.editing import MODES, Intervention, rewind_reference
+from spurlab.models.batched_edits import evaluate_interventions
+from spurlab.models.layers import model_device
+from spurlab.models.units import CriticalUnits
 
 KEYS = ["unit_set", "selector", "target_group", "mode", "k", "sigma", "rewind_epochs", "fraction"]
 

@@ -12,12 +12,9 @@ writes into the output folder:
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import contextlib
-import json
-import platform
 import sys
+from abc import ABC, abstractmethod
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ import pandas as pd
 
 from spurlab.errors import SpurlabError
 from spurlab.registry import Registry
+from spurlab.runs import default_out_dir, package_versions, parse_value, split_key_values
 from spurlab.report.html import HtmlReport
 from spurlab.utils import atomic_write_csv, atomic_write_json, log, resolve_device
 
@@ -120,7 +118,7 @@ class Study(ABC):
 
 # ------------------------------------------------------------------ registry
 STUDY_MODULES: list[str] = [
-    # modules under spurlab.studies that register a study when imported
+    # paper folders under spurlab.studies that register a study when imported
     "spurious_memorization",
     "ood_failure_modes",
     "feature_contamination",
@@ -144,54 +142,13 @@ def get_study(name: str) -> Study:
 
 
 # ------------------------------------------------------------------ overrides
-def parse_value(text: str, default: Any) -> Any:
-    """Parse ``text`` to the type of ``default`` (lists: comma-separated or JSON)."""
-    text = text.strip()
-    if text.startswith("[") or text.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpurlabError(f"cannot parse {text!r} as JSON: {exc}") from None
-    if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise SpurlabError(f"expected true/false, got {text!r}")
-    if isinstance(default, (list, tuple)):
-        item = default[0] if default else ""
-        return [parse_value(t, item) for t in text.split(",") if t.strip()]
-    if isinstance(default, int):
-        try:
-            return int(float(text)) if float(text).is_integer() else float(text)
-        except ValueError:
-            raise SpurlabError(f"expected a number, got {text!r}") from None
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise SpurlabError(f"expected a number, got {text!r}") from None
-    if default is None:
-        for cast in (int, float):
-            with contextlib.suppress(ValueError):
-                return cast(text)
-        return None if text.lower() in ("none", "null") else text
-    return text
-
-
 def apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
     """Layer ``key=value`` strings (or a dict) over ``config``; unknown keys are an error."""
     config = dict(config)
     if not overrides:
         return config
     if isinstance(overrides, list):
-        pairs = {}
-        for item in overrides:
-            if "=" not in item:
-                raise SpurlabError(f"--set expects key=value, got {item!r}")
-            key, value = item.split("=", 1)
-            pairs[key.strip()] = value
-        overrides = pairs
+        overrides = split_key_values(overrides)
     for key, value in overrides.items():
         if key not in config:
             raise SpurlabError(f"unknown study parameter {key!r}",
@@ -201,20 +158,6 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | list[str
 
 
 # ------------------------------------------------------------------ running
-def package_versions() -> dict[str, str]:
-    import sklearn
-    import torch
-
-    import spurlab
-
-    return {"python": platform.python_version(), "spurlab": spurlab.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__}
-
-
-def default_out_dir(prefix: str) -> Path:
-    return Path("runs") / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
 def run_study(name: str, out_dir: str | Path | None = None, quick: bool = False, seed: int = 0,
               device: str = "auto", overrides: dict[str, Any] | list[str] | None = None,
               write: bool = True) -> tuple[StudyResult, Path | None]:

@@ -128,13 +128,21 @@ class LocalExecutor:
         pool = self._new_pool(workers)
         try:
             while queue or suspects or inflight:
-                if suspects and not inflight:
-                    spec = suspects.popleft()
-                    alone.add(spec["run_id"])
-                    inflight[pool.submit(execute_run, spec)] = spec
-                while not suspects and queue and len(inflight) < workers:
-                    spec = queue.popleft()
-                    inflight[pool.submit(execute_run, spec)] = spec
+                try:
+                    if suspects and not inflight:
+                        alone.add(suspects[0]["run_id"])
+                        future = pool.submit(execute_run, suspects[0])
+                        inflight[future] = suspects.popleft()
+                    while not suspects and queue and len(inflight) < workers:
+                        future = pool.submit(execute_run, queue[0])
+                        inflight[future] = queue.popleft()
+                except BrokenProcessPool:
+                    # a worker died between two submissions: the spec stays queued; its dead
+                    # neighbours come back from wait() below as broken futures
+                    if not inflight:
+                        _stop_pool(pool)
+                        pool = self._new_pool(workers)
+                        continue
                 finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
                 broken = None
                 for future in finished:

@@ -6,8 +6,9 @@
 """
 from spurlab.train.methods.base import (Method, get_method, get_method_class, method_registry,
                                         register_method)
-from spurlab.train.methods.compare import compare_methods, evaluate_splits, summarize_comparison, tune_method
-from spurlab.train.methods.hparams import Hparam, default_hparams, hparam_grid, random_hparams
+from spurlab.train.methods.compare import (default_hparams, hparam_grid, random_hparams, compare_methods,
+                                           evaluate_splits, summarize_comparison, tune_method)
+from spurlab.train.methods.hparams import Hparam
 from spurlab.train.methods.selection import CRITERIA, EpochSelector, resolve_criterion, selection_score
 
 __all__ = ["CRITERIA", "EpochSelector", "Hparam", "Method", "compare_methods", "default_hparams",

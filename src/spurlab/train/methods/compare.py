@@ -10,12 +10,36 @@ import pandas as pd
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.train.methods.base import Method, get_method, get_method_class, has_split
-from spurlab.train.methods.hparams import hparam_grid
+from spurlab.train.methods.hparams import space_defaults, space_sample
 from spurlab.train.methods.selection import score_dataset
 from spurlab.utils import log
 
 SUMMARY_METRICS = ("worst_group_acc", "mean_group_acc", "average_acc", "accuracy")
 GROUP_PREFIX = "acc:"
+
+
+def default_hparams(method: str) -> dict[str, Any]:
+    """The defaults of method ``method``."""
+    return space_defaults(get_method_class(method).hparam_space())
+
+
+def random_hparams(method: str, seed: int) -> dict[str, Any]:
+    """A seeded random draw from method ``method``'s space."""
+    return space_sample(get_method_class(method).hparam_space(), seed)
+
+
+def hparam_grid(method: str, n_trials: int, seed: int = 0,
+                fixed_hparams: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``n_trials`` configurations: the defaults, then seeded random draws.
+
+    ``fixed_hparams`` (e.g. from ``--set``) override every trial.
+    """
+    if int(n_trials) < 1:
+        raise SpurlabError(f"n_trials must be at least 1, got {n_trials}")
+    fixed_hparams = dict(fixed_hparams or {})
+    trials = [default_hparams(method)]
+    trials += [random_hparams(method, seed=seed * 1000 + i) for i in range(1, int(n_trials))]
+    return [{**trial, **fixed_hparams} for trial in trials]
 
 
 def evaluate_splits(method: Method, splits: Mapping[str, GroupedDataset]) -> dict[str, dict[str, Any]]:

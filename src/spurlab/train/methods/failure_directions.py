@@ -15,7 +15,7 @@ side of every direction, so almost nothing gets flagged (on spurious-digits:
 almost exactly (45 of 50 minority examples, no majority one). ``embedding="input"``
 uses the flattened inputs instead, an encoder independent of the model.
 
-The directions and weights come from :func:`spurlab.train.interventions.failure_direction_weights`
+The directions and weights come from :func:`spurlab.train.engines.upweighting.failure_direction_weights`
 (the failure-directions module), imported when the method is fitted.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from spurlab.errors import SpurlabError
 from spurlab.models import penultimate_features
 from spurlab.train.methods.base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
-from spurlab.train.interventions import failure_direction_weights
+from spurlab.train.engines.upweighting import failure_direction_weights
 from spurlab.train.trainer import predict
 
 SCHEMES = ("flagged", "overweight", "balanced", "soft")  # overweight: the same as flagged

@@ -62,31 +62,3 @@ def check_hparam_names(method: str, space: dict[str, Hparam], given: dict[str, A
     if unknown:
         raise SpurlabError(f"method {method!r} has no hyper-parameter(s) {', '.join(unknown)}",
                            hint=f"its hyper-parameters: {', '.join(sorted(space))}")
-
-
-def default_hparams(method: str) -> dict[str, Any]:
-    """The defaults of method ``method``."""
-    from spurlab.train.methods.base import get_method_class
-
-    return space_defaults(get_method_class(method).hparam_space())
-
-
-def random_hparams(method: str, seed: int) -> dict[str, Any]:
-    """A seeded random draw from method ``method``'s space."""
-    from spurlab.train.methods.base import get_method_class
-
-    return space_sample(get_method_class(method).hparam_space(), seed)
-
-
-def hparam_grid(method: str, n_trials: int, seed: int = 0,
-                fixed_hparams: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """``n_trials`` configurations: the defaults, then seeded random draws.
-
-    ``fixed_hparams`` (e.g. from ``--set``) override every trial.
-    """
-    if int(n_trials) < 1:
-        raise SpurlabError(f"n_trials must be at least 1, got {n_trials}")
-    fixed_hparams = dict(fixed_hparams or {})
-    trials = [default_hparams(method)]
-    trials += [random_hparams(method, seed=seed * 1000 + i) for i in range(1, int(n_trials))]
-    return [{**trial, **fixed_hparams} for trial in trials]

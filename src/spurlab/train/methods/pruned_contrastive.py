@@ -5,7 +5,7 @@ of itself (shared weights, the smallest weights masked, mask recomputed each
 epoch) under NT-Xent between the two paths plus a cross-entropy term. Training
 needs no group labels.
 
-The fine-tuning is :func:`spurlab.train.pruned_contrastive.train_pruned_contrastive`
+The fine-tuning is :func:`spurlab.train.engines.pruned_copy_contrastive.train_pruned_contrastive`
 (the critical-neurons module), imported when the method is fitted.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from spurlab.errors import SpurlabError
 from spurlab.train.methods.base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
-from spurlab.train.pruned_contrastive import train_pruned_contrastive
+from spurlab.train.engines.pruned_copy_contrastive import train_pruned_contrastive
 
 
 @register_method

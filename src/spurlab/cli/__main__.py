@@ -1,0 +1,4 @@
+"""``python -m spurlab.cli``."""
+from spurlab.cli import main
+
+main()

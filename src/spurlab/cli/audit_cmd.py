@@ -1,0 +1,46 @@
+"""``spurlab audit``: diagnose, explain and fix a model's reliance on spurious features."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from spurlab.cli._console import DataDir, SetOpt, console, fail, frame_table, parse_sets
+from spurlab.errors import SpurlabError
+
+
+def audit(dataset: str = typer.Option("spurious-digits", "--dataset", help="A registered dataset."),
+          embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Audit your own model from an "
+                                                    ".npz/.parquet of embeddings, labels and predictions."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/audit-TIME)."),
+          quick: bool = typer.Option(False, "--quick", help="A first look: fewer methods, seeds and epochs."),
+          model: str = typer.Option("auto", "--model", help="auto, linear, mlp or cnn."),
+          epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default 15 quick, 40 full)."),
+          seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per fix (default 2 quick, 3 full)."),
+          methods: Optional[str] = typer.Option(None, "--methods", help="Fixes to compare, comma-separated."),
+          skip: Optional[str] = typer.Option(None, "--skip", help="Steps to skip: directions, units, fixes."),
+          seed: int = typer.Option(0, "--seed"),
+          device: str = typer.Option("auto", "--device"),
+          data_dir: Optional[Path] = DataDir,
+          set_: Optional[list[str]] = SetOpt) -> None:
+    """Diagnose, explain and fix a model's reliance on spurious features; writes report.html."""
+    from spurlab.audit import run_audit
+
+    def split_list(text: str | None) -> tuple[str, ...] | None:
+        return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+    try:
+        report = run_audit(dataset=dataset, out_dir=out, model=model, epochs=epochs, seed=seed, device=device,
+                           data_dir=data_dir, dataset_params=parse_sets(set_), embeddings=embeddings,
+                           quick=quick, seeds=seeds, methods=split_list(methods), skip=split_list(skip) or ())
+    except SpurlabError as exc:
+        fail(exc)
+        return
+    test = report.group_table[report.group_table["split"] == "test"]
+    console.print(frame_table(test.drop(columns=["split"]), title="test accuracy per group"))
+    for method in report.summary.get("methods", []):
+        console.print(f"  {method['method']:<20} worst-group {method['worst_group_acc']:.3f} "
+                      f"± {method['worst_group_acc_std']:.3f}   mean-group {method['mean_group_acc']:.3f}")
+    console.print(report.verdict)
+    console.print(f"report: {report.out_dir / 'report.html'}")

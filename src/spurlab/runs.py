@@ -1,0 +1,82 @@
+"""Run plumbing shared by the CLI, studies, the audit, training and sweeps.
+
+One ``key=value`` grammar (``--set``, sweep configs), output-folder names and version stamps. This module sits
+low in the tree: it imports nothing from spurlab but ``errors``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from spurlab.errors import SpurlabError
+
+
+def parse_value(text: str, default: Any) -> Any:
+    """Parse ``text`` to the type of ``default`` (lists: comma-separated or JSON)."""
+    text = text.strip()
+    if text.startswith("[") or text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpurlabError(f"cannot parse {text!r} as JSON: {exc}") from None
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SpurlabError(f"expected true/false, got {text!r}")
+    if isinstance(default, (list, tuple)):
+        item = default[0] if default else ""
+        return [parse_value(t, item) for t in text.split(",") if t.strip()]
+    if isinstance(default, int):
+        try:
+            return int(float(text)) if float(text).is_integer() else float(text)
+        except ValueError:
+            raise SpurlabError(f"expected a number, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise SpurlabError(f"expected a number, got {text!r}") from None
+    if default is None:
+        for cast in (int, float):
+            with contextlib.suppress(ValueError):
+                return cast(text)
+        return None if text.lower() in ("none", "null") else text
+    return text
+
+
+def split_key_values(items: list[str] | None, option: str = "--set") -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{k: "v"}`` (raw strings; each caller parses them against its defaults)."""
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SpurlabError(f"{option} expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: parsed v}`` (numbers, booleans, JSON lists, strings)."""
+    return {key: parse_value(value, None) for key, value in split_key_values(items).items()}
+
+
+def package_versions() -> dict[str, str]:
+    import numpy as np
+    import pandas as pd
+    import sklearn
+    import torch
+
+    import spurlab
+
+    return {"python": platform.python_version(), "spurlab": spurlab.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__}
+
+
+def default_out_dir(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,224 @@
+"""Study ``failure-directions``: Jain, Lawrence, Moitra, Madry, ICLR 2023 (arXiv 2206.14754).
+
+A dataset with a planted failure mode (default: Colored MNIST, digits 0-4 vs 5-9 coloured
+by a spurious attribute that agrees with the class with probability ``correlation``,
+swept as in the paper). Per correlation and seed:
+
+1. an ERM model is trained on the train split (a ``pool`` carved from it stays unused);
+2. each embedder (the model's own penultimate layer, EfficientNet-Lite0 with ImageNet
+   weights) embeds the splits; :class:`~spurlab.probes.directions.FailureDirections` is fit
+   on the validation split (same distribution as train) and evaluated on the pool:
+   ``svm_cv_balanced_acc``, ``error_auroc``, ``flag_minority_precision``,
+   ``minority_recall`` (and the minority's share of the errors, the baseline precision);
+3. interventions retrain the model and report test (group-balanced) accuracies:
+   upweighting flagged training examples (``svm_overweight``/``svm_balanced``/``svm_soft``)
+   against ``confidence`` and ``oracle_groups`` weights, and adding ``k_select`` pool
+   examples per class chosen by the SVM (``select_svm``) against ``select_confidence`` and
+   ``select_random``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from spurlab.data.grouped import DatasetSplits, GroupedDataset
+from spurlab.data.registry import get_entry, load_splits
+from spurlab.errors import SpurlabError
+from spurlab.models.embedders import EfficientNetLite0Embedder, PenultimateEmbedder
+from spurlab.probes.directions import FailureDirections
+from spurlab.studies.base import Study, StudyContext, StudyResult, register_study
+from spurlab.studies.failure_directions.directions_figures import add_figures, headline_table
+from spurlab.train.engines import upweighting as iv
+from spurlab.train.trainer import TrainConfig, predict
+
+EMBEDDERS = ("own", "efficientnet-lite0")
+UPWEIGHTING = ("erm", "svm_overweight", "svm_balanced", "svm_soft", "confidence", "oracle_groups")
+SELECTION = ("select_svm", "select_confidence", "select_random")
+SVM_INTERVENTIONS = ("svm_overweight", "svm_balanced", "svm_soft", "select_svm")
+DIRECTION_METRICS = {"cv_balanced_acc": "svm_cv_balanced_acc", "error_auroc": "error_auroc",
+                     "flag_minority_precision": "flag_minority_precision", "minority_recall": "minority_recall",
+                     "minority_share_of_errors": "minority_share_of_errors", "error_rate": "error_rate",
+                     "flagged_fraction": "flagged_fraction"}
+GROUP_METRICS = ("worst_group_acc", "accuracy", "mean_group_acc")
+
+
+@register_study
+class FailureDirectionsStudy(Study):
+    name = "failure-directions"
+    title = "Failure directions: find, rank and fix a planted failure mode"
+    paper = "Jain, Lawrence, Moitra, Madry, ICLR 2023 (arXiv 2206.14754)"
+    summary = ("Per-class linear SVMs on embeddings predict where an ERM model errs. On Colored MNIST with the "
+               "colour-class correlation swept, the flagged examples are measured against the planted minority "
+               "(a != y), and upweighting / data selection by the SVM are compared with confidence-based, "
+               "random and oracle-group baselines on worst-group accuracy.")
+
+    def default_config(self, quick: bool) -> dict[str, Any]:
+        return {
+            "dataset": "colored-mnist",
+            "dataset_params": {},  # passed to the dataset, e.g. {"spurious": "patch"} for cifar10
+            "correlation": [0.9, 0.97] if quick else [0.8, 0.9, 0.95, 0.97, 0.99],
+            "n_train": 2500 if quick else 12000,
+            "n_test": 600 if quick else 4000,
+            "val_fraction": 0.2,
+            "pool_fraction": 0.3,
+            "model": "mlp",
+            "hidden": [128] if quick else [256, 128],
+            "epochs": 8 if quick else 20,
+            "lr": 1e-3,
+            "batch_size": 128,
+            "embedders": list(EMBEDDERS),
+            "intervention_embedders": ["efficientnet-lite0"] if quick else list(EMBEDDERS),
+            "effnet_image_size": 32 if quick else 64,
+            "interventions": list(UPWEIGHTING + SELECTION),
+            "upweight": 2.0,
+            "k_select": 40 if quick else 150,
+            "n_seeds": 1 if quick else 3,
+        }
+
+    def validate(self, config: dict[str, Any]) -> None:
+        for p in config["correlation"]:
+            if not 0 < float(p) < 1:
+                raise SpurlabError(f"every correlation must lie in (0, 1), got {p}")
+        _check_subset("embedders", config["embedders"], EMBEDDERS)
+        if not config["embedders"]:
+            raise SpurlabError("embedders is empty", hint=f"choose from {', '.join(EMBEDDERS)}")
+        _check_subset("intervention_embedders", config["intervention_embedders"], config["embedders"])
+        _check_subset("interventions", config["interventions"], UPWEIGHTING + SELECTION)
+        for key in ("val_fraction", "pool_fraction"):
+            if not 0 < float(config[key]) < 0.9:
+                raise SpurlabError(f"{key} must lie in (0, 0.9), got {config[key]}")
+        for key in ("n_train", "n_test", "epochs", "k_select", "n_seeds", "effnet_image_size"):
+            if int(config[key]) < 1:
+                raise SpurlabError(f"{key} must be a positive integer, got {config[key]}")
+        if float(config["upweight"]) < 1:
+            raise SpurlabError(f"upweight must be at least 1, got {config['upweight']}")
+        get_entry(config["dataset"])
+
+    def run(self, ctx: StudyContext) -> StudyResult:
+        cfg = ctx.config
+        result = StudyResult()
+        top = max(float(p) for p in cfg["correlation"])
+        histograms: dict[str, dict[str, np.ndarray]] = {}
+        for k in range(int(cfg["n_seeds"])):
+            seed = ctx.seed + k
+            for p in cfg["correlation"]:
+                with ctx.timed(f"correlation {p} seed {seed}"):
+                    found = run_one(result, cfg, float(p), seed, ctx.device)
+                if float(p) == top and k == 0:
+                    histograms = found
+        result.headline = headline_table(result.frame())
+        add_figures(result, result.frame(), histograms, top)
+        result.notes.append("Directions are fit on the validation split (train distribution) and evaluated on the "
+                            "unused pool (train distribution); accuracies are on the group-balanced test split. "
+                            "flag_minority_precision should be read against minority_share_of_errors: the share "
+                            "the flags would have if they picked errors blindly.")
+        return result
+
+
+def _check_subset(key: str, values, allowed) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise SpurlabError(f"{key} has unknown value(s) {unknown}", hint=f"choose from {', '.join(allowed)}")
+
+
+# ------------------------------------------------------------------ one (correlation, seed)
+def build_splits(cfg: dict[str, Any], p: float, seed: int) -> tuple[GroupedDataset, ...]:
+    """(train, val, pool, test): val keeps the train correlation, test is group-balanced."""
+    entry = get_entry(cfg["dataset"])
+    wanted = {"p": p, "val_correlation": "same", "test_correlation": "balanced",
+              "val_fraction": cfg["val_fraction"], "n_train": cfg["n_train"], "n_test": cfg["n_test"]}
+    params = {k: v for k, v in wanted.items() if k in entry.parameters()}
+    params.update(cfg.get("dataset_params") or {})
+    splits: DatasetSplits = load_splits(cfg["dataset"], seed=seed, **params)
+    if "val" not in splits or splits["train"].a is None:
+        raise SpurlabError(f"dataset {cfg['dataset']!r} needs a val split and a spurious attribute",
+                           hint="use an image dataset with an injection, e.g. colored-mnist")
+    full = splits["train"]
+    order = np.random.default_rng(seed + 17).permutation(len(full))
+    n_pool = int(round(float(cfg["pool_fraction"]) * len(full)))
+    pool = full.subset(np.sort(order[:n_pool]), split="pool")
+    train = full.subset(np.sort(order[n_pool:]), split="train")
+    return train, splits["val"], pool, splits["test"]
+
+
+def make_embedder(name: str, model, cfg: dict[str, Any], device: str):
+    if name == "own":
+        return PenultimateEmbedder(model, device=device)
+    return EfficientNetLite0Embedder(image_size=int(cfg["effnet_image_size"]), batch_size=128, device=device)
+
+
+def run_one(result: StudyResult, cfg: dict[str, Any], p: float, seed: int, device: str) -> dict[str, dict]:
+    train, val, pool, test = build_splits(cfg, p, seed)
+    retrainer = iv.Retrainer(cfg["model"], TrainConfig(epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
+                                                       batch_size=int(cfg["batch_size"]), seed=seed, device=device),
+                             model_options={"hidden": tuple(int(h) for h in cfg["hidden"])})
+    base = retrainer.train(train.x, train.y, train.n_classes)
+    params = {"correlation": p}
+    _add_group_rows(result, "upweighting", "erm", "none", iv.group_metrics(base, test, device), seed, params)
+    val_pred = predict(base, val.x, device=device)
+    pool_pred = predict(base, pool.x, device=device)
+    histograms = {}
+    scores = {}
+    for name in cfg["embedders"]:
+        embed = make_embedder(name, base, cfg, device).embed
+        emb = {"train": embed(train.x), "val": embed(val.x), "pool": embed(pool.x)}
+        directions = FailureDirections(seed=seed, device=device).fit(emb["val"], val.y, val_pred,
+                                                                     train_embeddings=emb["train"])
+        table = directions.evaluate(emb["pool"], pool.y, pool_pred, minority=pool.is_minority())
+        mean = table[table["name"] == "mean"].iloc[0]
+        for column, metric in DIRECTION_METRICS.items():
+            result.add("directions", metric, mean[column], seed, embedder=name, **params)
+        for c, reason in directions.skipped_.items():
+            result.notes.append(f"correlation {p}, seed {seed}, {name}: class {c} skipped ({reason})")
+        pool_dv = directions.decision_function(emb["pool"], pool.y)
+        histograms[name] = {"majority": pool_dv[~pool.is_minority()], "minority": pool_dv[pool.is_minority()]}
+        scores[name] = (directions.decision_function(emb["train"], train.y), pool_dv)
+    run_interventions(result, cfg, (train, pool, test), base, scores, retrainer, seed, params, device)
+    return histograms
+
+
+def run_interventions(result, cfg, data, base, scores, retrainer, seed, params, device) -> None:
+    train, pool, test = data
+    chosen = set(cfg["interventions"])
+    weights: dict[tuple[str, str], np.ndarray] = {}
+    selections: dict[tuple[str, str], np.ndarray] = {}
+    for name in cfg["intervention_embedders"]:
+        train_dv, pool_dv = scores[name]
+        for scheme in ("overweight", "balanced", "soft"):
+            if f"svm_{scheme}" in chosen:
+                weights[(f"svm_{scheme}", name)] = iv.upweight_flagged(train_dv, train.y, scheme,
+                                                                       float(cfg["upweight"]))
+        if "select_svm" in chosen:
+            selections[("select_svm", name)] = iv.select_from_pool("svm", pool.y, int(cfg["k_select"]),
+                                                                   decision_values=pool_dv)
+    # the confidence baseline upweights as many examples per class as the SVM flags
+    reference = (list(cfg["intervention_embedders"]) or list(cfg["embedders"]))[0]
+    counts = iv.flagged_counts(scores[reference][0], train.y)
+    if "confidence" in chosen:
+        weights[("confidence", "none")] = iv.confidence_weights(
+            iv.model_confidence(base, train.x, train.y, device), train.y, counts, float(cfg["upweight"]))
+    if "oracle_groups" in chosen:
+        weights[("oracle_groups", "none")] = iv.oracle_group_weights(train.g)
+    if "select_confidence" in chosen:
+        selections[("select_confidence", "none")] = iv.select_from_pool(
+            "confidence", pool.y, int(cfg["k_select"]), confidence=iv.model_confidence(base, pool.x, pool.y, device))
+    if "select_random" in chosen:
+        selections[("select_random", "none")] = iv.select_from_pool("random", pool.y, int(cfg["k_select"]),
+                                                                    seed=seed)
+    for (name, embedder), w in weights.items():
+        model = retrainer.train(train.x, train.y, train.n_classes, sample_weights=w)
+        _add_group_rows(result, "upweighting", name, embedder, iv.group_metrics(model, test, device), seed, params)
+    for (name, embedder), idx in selections.items():
+        model = retrainer.train(np.concatenate([train.x, pool.x[idx]]), np.concatenate([train.y, pool.y[idx]]),
+                                train.n_classes)
+        values = iv.group_metrics(model, test, device)
+        values["selected_minority_share"] = float(np.mean(pool.is_minority()[idx]))
+        _add_group_rows(result, "selection", name, embedder, values, seed, params)
+
+
+def _add_group_rows(result, experiment, intervention, embedder, values, seed, params) -> None:
+    for metric in (*GROUP_METRICS, "selected_minority_share"):
+        if metric in values:
+            result.add(experiment, metric, values[metric], seed, embedder=embedder, intervention=intervention,
+                       **params)

@@ -1,0 +1,41 @@
+"""The command line through Typer's test runner: datasets, bad options, the audit command's errors."""
+
+from typer.testing import CliRunner
+
+from spurlab.cli import app
+
+runner = CliRunner()
+
+
+def test_datasets_list_shows_every_dataset():
+    result = runner.invoke(app, ["datasets", "list"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name in ("linear-skew", "structured-features", "gaussian-core-spurious", "digits", "mnist",
+                 "fashion-mnist", "waterbirds", "celeba", "embeddings"):
+        assert name in result.output
+
+
+def test_datasets_show_counts_per_split():
+    result = runner.invoke(app, ["datasets", "show", "linear-skew", "--set", "n_min=6", "--set", "D=10"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "n_maj" in result.output and "duplicate_p" in result.output
+    assert "y=-1,a=x_sp>0" in result.output
+
+
+def test_unknown_dataset_exits_with_a_clear_error():
+    result = runner.invoke(app, ["datasets", "show", "mnsit"])
+    assert result.exit_code == 2
+    assert "unknown dataset 'mnsit'" in result.output and "known datasets" in result.output
+
+
+def test_bad_set_syntax():
+    result = runner.invoke(app, ["datasets", "show", "digits", "--set", "p"])
+    assert result.exit_code == 2 and "key=value" in result.output
+
+
+def test_audit_bad_input():
+    bad = runner.invoke(app, ["audit", "--skip", "everything"])
+    assert bad.exit_code == 2 and "cannot skip" in bad.output
+    unknown = runner.invoke(app, ["audit", "--methods", "erm,magic"])
+    assert unknown.exit_code == 2 and "unknown method" in unknown.output
