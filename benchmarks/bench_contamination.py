@@ -175,7 +175,7 @@ def main() -> None:
           f"{(full_cpu, full_wall)[basis] * ref_s / results['spurlab (stacked + row-space reduction)'][basis]:.0f} "
           f"{unit} s")
     if args.full_study:
-        from spurlab.studies.base import run_study
+        from spurlab.studies.study_base import run_study
 
         with tempfile.TemporaryDirectory() as tmp:
             out = args.study_out or tmp

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from benchmarks._timing import machine_line
-from spurlab.data.registry import load_splits
+from spurlab.data.dataset_registry import load_splits
 from spurlab.errors import SpurlabError
 from spurlab.train.methods import compare_methods, method_registry, summarize_comparison
 from spurlab.train.methods.groupdro import batch_group_losses

@@ -60,7 +60,7 @@ def bench_all_channels(name: str, model, n_eval: int, repeats: int, device: str)
 
 
 def bench_sweep(n_eval: int, loop_sample: int, device: str) -> tuple[tuple, int]:
-    from spurlab.studies.base import get_study
+    from spurlab.studies.study_base import get_study
     from spurlab.studies.critical_neurons.neurons_study import load_task, select_unit_sets, train_erm
     from spurlab.models.editing import rewind_reference
 

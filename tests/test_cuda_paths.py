@@ -24,7 +24,7 @@ import torch
 
 from spurlab import FailureDirections
 from spurlab.data.planted import encoder_view, planted_subgroups
-from spurlab.data.registry import load_splits
+from spurlab.data.dataset_registry import load_splits
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query, structured_features
 from spurlab.models import make_model, penultimate_features
 from spurlab.models.batched_edits import choose_strategy
@@ -37,9 +37,9 @@ from spurlab.probes.contamination import ContaminationTracker
 from spurlab.probes.memorization import KernelMemorization, solve_memorization
 from spurlab.probes.neurons import CriticalUnitSelector
 from spurlab.probes.unit_evidence import UnitSet, build_interventions
-from spurlab.studies.base import run_study
+from spurlab.studies.study_base import run_study
 from spurlab.train.engines.linear_gd import BatchedLinearGD
-from spurlab.train.methods.base import get_method
+from spurlab.train.methods.method_base import get_method
 from spurlab.train.methods.groupdro import train_groupdro
 from spurlab.train.methods.selection import EpochSelector
 from spurlab.train.trainer import TrainConfig, fit, predict_logits

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from spurlab.data.registry import DATASETS, load_splits
+from spurlab.data.dataset_registry import DATASETS, load_splits
 from spurlab.errors import SpurlabError, UnknownNameError
 from spurlab.registry import Registry
-from spurlab.studies.base import STUDIES
-from spurlab.train.methods.base import METHODS
+from spurlab.studies.study_base import STUDIES
+from spurlab.train.methods.method_base import METHODS
 
 
 def test_unknown_name_lists_the_known_ones():

@@ -10,7 +10,7 @@ from spurlab import SpurlabError, load_dataset, load_splits
 from spurlab.data import injections as inj
 from spurlab.data.embeddings import read_embeddings_file
 from spurlab.data.images import build_image_splits, read_idx, read_idx_dataset
-from spurlab.data.registry import dataset_entries
+from spurlab.data.dataset_registry import dataset_entries
 from spurlab.data.synthetic import (duplicate_majority, duplication_counts, easy_task, gaussian_core_spurious,
                                     spurious_query, structured_features)
 from spurlab.errors import DataNotFoundError, UnknownNameError

@@ -400,7 +400,7 @@ def test_cli_directions_bad_input(tmp_path, planted):
 
 # ------------------------------------------------------------------ the study
 def test_study_failure_directions_quick(tmp_path, data_dir):
-    from spurlab.studies.base import run_study
+    from spurlab.studies.study_base import run_study
 
     overrides = {"correlation": [0.9], "n_train": 800, "n_test": 200, "epochs": 2, "k_select": 10,
                  "interventions": ["erm", "svm_balanced", "oracle_groups", "select_svm"]}

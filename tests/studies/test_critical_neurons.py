@@ -20,7 +20,7 @@ from spurlab.models.layers import prunable_layers
 from spurlab.models.units import CriticalUnits
 from spurlab.probes.neurons import find_critical_units
 from spurlab.probes.unit_evidence import UnitSet, minority_contrast, unit_evidence
-from spurlab.studies.base import apply_overrides, get_study, run_study
+from spurlab.studies.study_base import apply_overrides, get_study, run_study
 from spurlab.train.engines.pruned_copy_contrastive import (PrunedContrastiveConfig, compute_masks, nt_xent,
                                                            pruned_contrastive_loss, pruned_fraction,
                                                            train_pruned_contrastive)

@@ -15,7 +15,7 @@ from spurlab.models.two_layer import ACTIVATION_NAMES, TwoLayerNet, two_layer_fo
 from spurlab.probes.contamination import (LinearProbe, activation_asymmetry,
                                           background_probe_accuracy, background_variance_share, border_mask,
                                           colour_response, core_background_norms)
-from spurlab.studies.base import apply_overrides, get_study, run_study
+from spurlab.studies.study_base import apply_overrides, get_study, run_study
 from spurlab.train.engines.distill import FeatureOutput, RepresentationDistiller, probe_accuracies, representations
 from spurlab.utils import signed_labels
 from spurlab.train.engines.two_layer_trainer import TwoLayerTrainer, loss_values, two_layer_gradients

@@ -11,7 +11,7 @@ from spurlab.data.synthetic import duplicate_majority, easy_task
 from spurlab.errors import SpurlabError, UnknownNameError
 from spurlab.probes.skew import (linear_group_accuracies, max_margin_norms, spurious_ratio, spurious_share,
                                  theory_spurious_ratio, theory_spurious_share)
-from spurlab.studies.base import run_study, study_registry
+from spurlab.studies.study_base import run_study, study_registry
 from spurlab.studies.ood_failure_modes.ood_images import ImageSpec, images_experiment
 from spurlab.studies.ood_failure_modes.ood_linear import (geometric_experiment, norm_growth_experiment,
                                                           statistical_experiment)

@@ -12,7 +12,7 @@ from spurlab.models.features import (NTKFeatures, RandomFeatures, get_activation
                                      hermite_coefficients)
 from spurlab.probes.memorization import (KernelMemorization, gamma, gammas, refit_memorization,
                                          solve_memorization)
-from spurlab.studies.base import run_study
+from spurlab.studies.study_base import run_study
 from spurlab.studies.spurious_memorization.memorization_study import (frame_fraction, frame_images, load_binary_images,
                                                    synthetic_setting, train_to_interpolation)
 

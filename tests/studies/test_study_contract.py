@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from spurlab import SpurlabError
 from spurlab.cli import app
-from spurlab.studies.base import (Study, StudyResult, apply_overrides, parse_value, register_study, run_study,
+from spurlab.studies.study_base import (Study, StudyResult, apply_overrides, parse_value, register_study, run_study,
                                   study_registry)
 
 

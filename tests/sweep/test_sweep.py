@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from spurlab.cli import app
 from spurlab.errors import SpurlabError
-from spurlab.studies.base import Study, StudyResult, register_study
+from spurlab.studies.study_base import Study, StudyResult, register_study
 from spurlab.sweep import ResultStore, collect, expand_runs, load_config, run_sweep, summarize
 from spurlab.sweep.executors import task_resources
 from spurlab.sweep.targets import parse_target
@@ -293,7 +293,7 @@ def test_study_target_sweeps_the_set_keys(tmp_path):
 
 
 def test_a_real_quick_study_sweeps_its_set_keys(tmp_path):
-    from spurlab.studies.base import study_registry
+    from spurlab.studies.study_base import study_registry
 
     assert "spurious-memorization" in study_registry()
     cfg = {"target": "study:spurious-memorization", "seeds": 2, "grid": {"alpha": [[0.5], [0.25]]},

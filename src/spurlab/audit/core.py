@@ -24,7 +24,7 @@ from spurlab import metrics
 from spurlab.audit import explain, fix
 from spurlab.audit.verdict import write_verdict
 from spurlab.data.grouped import DatasetSplits
-from spurlab.data.registry import load_splits
+from spurlab.data.dataset_registry import load_splits
 from spurlab.errors import SpurlabError
 from spurlab.models import make_model, penultimate_features
 from spurlab.train import TrainConfig, fit, predict

@@ -14,7 +14,7 @@ datasets_app = typer.Typer(no_args_is_help=True, help="List and inspect the regi
 @datasets_app.command("list")
 def datasets_list() -> None:
     """Every registered dataset with its kind and a one-line description."""
-    from spurlab.data.registry import dataset_entries
+    from spurlab.data.dataset_registry import dataset_entries
 
     table = Table(title="spurlab datasets")
     for col in ("name", "kind", "files", "description"):
@@ -28,7 +28,7 @@ def datasets_list() -> None:
 def datasets_show(name: str, data_dir: Optional[Path] = DataDir, seed: int = 0,
                   set_: Optional[list[str]] = SetOpt) -> None:
     """Parameters, groups and counts per split of one dataset."""
-    from spurlab.data.registry import get_entry, load_splits
+    from spurlab.data.dataset_registry import get_entry, load_splits
 
     try:
         entry = get_entry(name)

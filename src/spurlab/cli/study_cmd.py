@@ -24,7 +24,7 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
           positive: Optional[str] = typer.Option(None, "--positive", help="Label values counted as the "
                                                  "positive class, comma-separated.")) -> None:
     """Reproduce one research work: results.csv, manifest.json, figures and report.html."""
-    from spurlab.studies.base import get_study, run_study, study_registry
+    from spurlab.studies.study_base import get_study, run_study, study_registry
 
     if name == "list":
         table = Table(title="spurlab studies")

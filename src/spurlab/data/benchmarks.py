@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
-from spurlab.data.registry import register_dataset
+from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.utils import available_memory_bytes
 

@@ -29,7 +29,7 @@ from spurlab.data import injections as inj
 from spurlab.data.cifar_names import CIFAR10_CLASSES, CIFAR100_COARSE, CIFAR100_FINE
 from spurlab.data.grouped import DatasetSplits
 from spurlab.data.images import build_image_splits
-from spurlab.data.registry import register_dataset, register_preset
+from spurlab.data.dataset_registry import register_dataset, register_preset
 from spurlab.data.safe_pickle import load_plain_pickle
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.utils import check_probability

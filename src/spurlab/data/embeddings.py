@@ -16,7 +16,7 @@ import pandas as pd
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.images import SPLIT_CODES_BY_NAME
-from spurlab.data.registry import register_dataset
+from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.utils import check_finite, check_labels, check_same_length
 

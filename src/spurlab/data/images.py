@@ -18,7 +18,7 @@ import numpy as np
 
 from spurlab.data import injections as inj
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
-from spurlab.data.registry import register_dataset, register_preset
+from spurlab.data.dataset_registry import register_dataset, register_preset
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.utils import atomic_path, check_probability
 

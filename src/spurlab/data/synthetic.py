@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
-from spurlab.data.registry import register_dataset
+from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import SpurlabError
 from spurlab.utils import check_probability
 

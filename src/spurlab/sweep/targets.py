@@ -83,7 +83,7 @@ class StudyTarget(Target):
     uses_quick = True
 
     def _study(self):
-        from spurlab.studies.base import get_study
+        from spurlab.studies.study_base import get_study
 
         return get_study(self.name)
 
@@ -91,7 +91,7 @@ class StudyTarget(Target):
         return self._study().default_config(quick)
 
     def resolve(self, params: dict[str, Any], quick: bool = True) -> dict[str, Any]:
-        from spurlab.studies.base import apply_overrides
+        from spurlab.studies.study_base import apply_overrides
 
         study = self._study()
         config = apply_overrides(study.default_config(quick), dict(params))
@@ -99,7 +99,7 @@ class StudyTarget(Target):
         return config
 
     def run(self, params: dict[str, Any], seed: int, quick: bool, device: str) -> pd.DataFrame:
-        from spurlab.studies.base import run_study
+        from spurlab.studies.study_base import run_study
 
         result, _ = run_study(self.name, quick=quick, seed=seed, device=device, overrides=dict(params),
                               write=False)
@@ -115,7 +115,7 @@ class MethodTarget(Target):
 
     def _method_class(self):
         try:
-            from spurlab.train.methods.base import get_method_class
+            from spurlab.train.methods.method_base import get_method_class
         except ImportError as exc:
             raise SpurlabError(f"method targets need the training-methods registry, which failed to import: {exc}",
                                hint="use a study: or python: target") from None
@@ -141,8 +141,8 @@ class MethodTarget(Target):
         return config
 
     def run(self, params: dict[str, Any], seed: int, quick: bool, device: str) -> pd.DataFrame:
-        from spurlab.data.registry import load_splits
-        from spurlab.train.methods.base import get_method
+        from spurlab.data.dataset_registry import load_splits
+        from spurlab.train.methods.method_base import get_method
 
         config = self.resolve(params, quick)
         settings = {k: config.pop(k) for k in list(METHOD_RUN_SETTINGS)}

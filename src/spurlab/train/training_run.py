@@ -31,7 +31,7 @@ class TrainRun:
 # ------------------------------------------------------------------ overrides
 def split_overrides(method_name: str, dataset: str, sets: list[str] | None) -> tuple[dict, dict]:
     """``--set`` items -> (method hyper-parameters, dataset parameters), values parsed."""
-    from spurlab.data.registry import get_entry
+    from spurlab.data.dataset_registry import get_entry
     from spurlab.runs import parse_value, split_key_values
     from spurlab.train.methods import get_method_class
 
@@ -71,7 +71,7 @@ def run_training(method: str, dataset: str = "spurious-digits", out_dir: str | P
                  seed: int = 0, device: str = "auto", data_dir: str | Path | None = None,
                  hparams: dict[str, Any] | None = None, dataset_params: dict[str, Any] | None = None) -> TrainRun:
     """Load ``dataset``, fit ``method`` (best of ``n_trials`` on validation), write the outputs."""
-    from spurlab.data.registry import load_splits
+    from spurlab.data.dataset_registry import load_splits
     from spurlab.runs import default_out_dir
     from spurlab.train.methods import get_method, tune_method
 

@@ -20,14 +20,14 @@ import pandas as pd
 
 from spurlab import metrics
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
-from spurlab.data.registry import get_entry, load_splits, resolve_data_dir
+from spurlab.data.dataset_registry import get_entry, load_splits, resolve_data_dir
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.models.convnets import build_image_model
 from spurlab.models.editing import MODES
 from spurlab.probes.neurons import find_critical_units
 from spurlab.probes.unit_evidence import UnitSet, group_accuracies_of, minority_contrast, unit_evidence
 from spurlab.studies.critical_neurons import neurons_figures as figs
-from spurlab.studies.base import Study, StudyContext, StudyResult, register_study
+from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.train.engines.pruned_copy_contrastive import PrunedContrastiveConfig, train_pruned_contrastive
 from spurlab.train.trainer import TrainConfig, fit
 

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
-from spurlab.data.registry import get_entry, load_splits
+from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.errors import SpurlabError
 from spurlab.models.embedders import EfficientNetLite0Embedder, PenultimateEmbedder
 from spurlab.probes.directions import FailureDirections
-from spurlab.studies.base import Study, StudyContext, StudyResult, register_study
+from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.failure_directions.directions_figures import add_figures, headline_table
 from spurlab.train.engines import upweighting as iv
 from spurlab.train.trainer import TrainConfig, predict

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from spurlab.report.plots import finish_axes, panel_row, plt
-from spurlab.studies.base import StudyResult
+from spurlab.studies.study_base import StudyResult
 
 PARAM_COLUMNS = ("activation", "step", "shift_scale", "role", "model", "dataset")
 CONTRAST = ("relu", "identity")

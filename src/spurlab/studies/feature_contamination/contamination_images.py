@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from spurlab.data.injections import BRICK_RED, PALETTE, inject, pad_constant, to_rgb
-from spurlab.data.registry import get_entry, load_splits
+from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.errors import SpurlabError
 from spurlab.models.nets import make_model
 from spurlab.probes.contamination import (background_probe_accuracy, background_variance_share, border_mask,
                                           colour_response, first_layer)
-from spurlab.studies.base import StudyContext, StudyResult
+from spurlab.studies.study_base import StudyContext, StudyResult
 from spurlab.studies.feature_contamination.contamination_figures import row_params
 from spurlab.train.engines.distill import FeatureOutput, RepresentationDistiller, probe_accuracies, representations
 from spurlab.train.trainer import TrainConfig, fit, predict

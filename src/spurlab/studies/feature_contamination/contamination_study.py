@@ -29,7 +29,7 @@ from spurlab.data.synthetic import structured_features
 from spurlab.errors import SpurlabError
 from spurlab.models.two_layer import ACTIVATION_NAMES, TwoLayerNet
 from spurlab.probes.contamination import ContaminationTracker
-from spurlab.studies.base import Study, StudyContext, StudyResult, register_study
+from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.feature_contamination.contamination_images import DOMAIN_INJECTIONS, run_distillation, run_padding
 from spurlab.studies.feature_contamination.contamination_figures import add_figures, headline_table, row_params
 from spurlab.utils import signed_labels

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from spurlab.data import injections as inj
-from spurlab.data.registry import get_entry, load_splits
+from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.data.synthetic import duplication_counts
 from spurlab.errors import SpurlabError
 from spurlab.models.nets import make_model

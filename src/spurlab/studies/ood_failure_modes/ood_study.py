@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from spurlab.errors import SpurlabError
-from spurlab.studies.base import Study, StudyContext, StudyResult, register_study
+from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.ood_failure_modes.ood_figures import (fig_geometric, fig_images, fig_norm_growth, fig_statistical,
                                                            headline_table)
 from spurlab.studies.ood_failure_modes.ood_images import DUPLICATION_MODES, IMAGE_MODES, ImageSpec, images_experiment

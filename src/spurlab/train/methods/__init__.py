@@ -4,7 +4,7 @@
 >>> get_method("dfr", epochs=20).fit(splits).evaluate(splits["test"])   # doctest: +SKIP
 >>> compare_methods(splits, ["erm", "groupdro", "dfr"], seeds=[0, 1])     # doctest: +SKIP
 """
-from spurlab.train.methods.base import (Method, get_method, get_method_class, method_registry,
+from spurlab.train.methods.method_base import (Method, get_method, get_method_class, method_registry,
                                         register_method)
 from spurlab.train.methods.compare import (default_hparams, hparam_grid, random_hparams, compare_methods,
                                            evaluate_splits, summarize_comparison, tune_method)

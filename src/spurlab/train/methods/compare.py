@@ -9,7 +9,7 @@ import pandas as pd
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.train.methods.base import Method, get_method, get_method_class, has_split
+from spurlab.train.methods.method_base import Method, get_method, get_method_class, has_split
 from spurlab.train.methods.hparams import space_defaults, space_sample
 from spurlab.train.methods.selection import score_dataset
 from spurlab.utils import log

@@ -28,7 +28,7 @@ from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.models import penultimate_features
-from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
 
 # The DFR paper's grid (1 ... 0.01) extended upwards: scikit-learn's C multiplies the *sum* of the

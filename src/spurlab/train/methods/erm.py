@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from spurlab.data.grouped import GroupedDataset
-from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.method_base import Method, register_method
 
 
 @register_method

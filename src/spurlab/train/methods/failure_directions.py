@@ -25,7 +25,7 @@ import numpy as np
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.models import penultimate_features
-from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
 from spurlab.train.engines.upweighting import failure_direction_weights
 from spurlab.train.trainer import predict

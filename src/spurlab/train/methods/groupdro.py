@@ -16,7 +16,7 @@ from torch import nn
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
 from spurlab.train.trainer import TrainConfig, make_optimizer

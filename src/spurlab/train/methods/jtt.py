@@ -12,7 +12,7 @@ import numpy as np
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
 from spurlab.train.trainer import predict
 from spurlab.utils import log

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
 from spurlab.train.engines.pruned_copy_contrastive import train_pruned_contrastive

@@ -5,7 +5,7 @@ import numpy as np
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.train.methods.base import Method, register_method
+from spurlab.train.methods.method_base import Method, register_method
 
 
 def group_balanced_weights(groups: np.ndarray) -> np.ndarray:
