@@ -51,8 +51,8 @@ def test_audit_report_is_self_contained(audit_dir):
 
 def test_erm_on_the_planted_default_relies_on_the_patch():
     audit = Audit(epochs=25, device="cpu", skip=("directions", "units", "fixes")).find_issues()
-    verdict = audit.results_["verdict"]
-    test = audit.results_["splits"]["test"]
+    verdict = audit.findings_.verdict
+    test = audit.findings_.split_metrics["test"]
     minority = ["y=0..4,a=patch=green", "y=5..9,a=patch=red"]
     majority = ["y=0..4,a=patch=red", "y=5..9,a=patch=green"]
     assert max(test["group_accuracy"][g] for g in minority) < min(test["group_accuracy"][g] for g in majority)

@@ -1,4 +1,5 @@
 """The audit: diagnose -> explain -> fix -> report (``Audit(...).find_issues().report(out)``)."""
-from spurlab.audit.core import Audit, AuditReport, run_audit
+from spurlab.audit.core import Audit, run_audit
+from spurlab.audit.findings import AuditFindings, AuditReport
 
-__all__ = ["Audit", "AuditReport", "run_audit"]
+__all__ = ["Audit", "AuditFindings", "AuditReport", "run_audit"]

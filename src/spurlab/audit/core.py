@@ -13,7 +13,6 @@ report says so). ``report`` writes ``summary.json`` (every number shown),
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,21 @@ import pandas as pd
 
 from spurlab import metrics
 from spurlab.audit import explain, fix
+from spurlab.audit.findings import AuditFindings, AuditReport
+from spurlab.audit.render import summary_dict, write_report
 from spurlab.audit.verdict import write_verdict
 from spurlab.data.grouped import DatasetSplits
 from spurlab.data.dataset_registry import load_splits
 from spurlab.errors import SpurlabError
 from spurlab.models import make_model, penultimate_features
 from spurlab.train import TrainConfig, fit, predict
+from spurlab.train.methods import method_registry
+from spurlab.train.methods.method_base import resolve_model_name
 from spurlab.utils import log, resolve_device, seed_everything
 
 STEPS = ("load", "train", "evaluate", "directions", "units", "fixes", "verdict")
 
-
-@dataclass
-class AuditReport:
-    out_dir: Path
-    summary: dict[str, Any]
-    group_table: pd.DataFrame
-    verdict: str
+__all__ = ["Audit", "AuditFindings", "AuditReport", "STEPS", "run_audit"]
 
 
 class Audit:
@@ -46,6 +43,8 @@ class Audit:
 
     ``quick`` keeps the fixes to two seeds and fewer epochs (a first look);
     ``skip`` names steps to leave out (``directions``, ``units``, ``fixes``).
+    After ``find_issues()``: ``findings_`` (an :class:`AuditFindings`) and ``model_`` (the trained
+    network, ``None`` for an embeddings file).
     """
 
     def __init__(self, dataset: str = "spurious-digits", model: str = "auto", epochs: int | None = None,
@@ -78,8 +77,6 @@ class Audit:
         if self.seeds is not None and self.seeds < 1:
             raise SpurlabError(f"seeds must be at least 1, got {self.seeds}")
         if self.methods is not None:
-            from spurlab.train.methods import method_registry
-
             unknown = [m for m in self.methods if m not in method_registry()]
             if unknown:
                 raise SpurlabError(f"unknown method(s) {unknown}",
@@ -103,132 +100,129 @@ class Audit:
     # ------------------------------------------------------------ steps
     def find_issues(self) -> Audit:
         self._validate()
-        self.device_ = resolve_device(self.device)
-        self.timings_: dict[str, float] = {}
-        self.results_: dict[str, Any] = {"skipped_steps": {}}
-        self.figures_: dict[str, tuple[Any, str]] = {}
         self.model_ = None
-        for name in STEPS:
-            reason = self._skip_reason(name)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        log("[spurlab] audit: load ...")
+        findings = self._load()
+        timings["load"] = time.perf_counter() - start
+        findings.timings = timings
+        self.findings_ = findings
+        steps = {"train": self._train, "evaluate": self._evaluate, "directions": self._directions,
+                 "units": self._units, "fixes": self._fixes, "verdict": self._verdict}
+        for name, step in steps.items():
+            reason = self._skip_reason(name, findings)
             if reason:
-                self.results_["skipped_steps"][name] = reason
+                findings.skipped_steps[name] = reason
                 continue
             start = time.perf_counter()
             log(f"[spurlab] audit: {name} ...")
-            getattr(self, f"_{name}")()
-            self.timings_[name] = time.perf_counter() - start
+            step(findings)
+            timings[name] = time.perf_counter() - start
         return self
 
-    def _skip_reason(self, step: str) -> str | None:
+    def _skip_reason(self, step: str, findings: AuditFindings) -> str | None:
         if step in self.skip:
             return "skipped on request"
         if self.embeddings is not None and step in ("train", "units", "fixes"):
             return "needs a model: the audit was given embeddings and predictions only"
-        if step in ("units", "fixes") and not self.splits_["train"].has_groups:
+        if step in ("units", "fixes") and not findings.splits["train"].has_groups:
             return "needs group labels on the training split"
         return None
 
-    def _load(self) -> None:
+    def _load(self) -> AuditFindings:
+        dataset, params = self.dataset, self.dataset_params
         if self.embeddings is not None:
-            self.dataset = "embeddings"
-            self.dataset_params = {"path": str(self.embeddings)}
-        self.splits_: DatasetSplits = load_splits(self.dataset, data_dir=self.data_dir, seed=self.seed,
-                                                  **self.dataset_params)
+            dataset, params = "embeddings", {"path": str(self.embeddings)}
+        splits: DatasetSplits = load_splits(dataset, data_dir=self.data_dir, seed=self.seed, **params)
         if self.embeddings is not None:
-            self._check_embedding_splits()
+            _check_embedding_splits(splits)
         for required in ("train", "test"):
-            if required not in self.splits_:
-                raise SpurlabError(f"dataset {self.dataset!r} has no {required!r} split",
+            if required not in splits:
+                raise SpurlabError(f"dataset {dataset!r} has no {required!r} split",
                                    hint="the audit trains on 'train' and reports on 'test' "
                                         "(embedding files: add a 'split' column)")
-        train = self.splits_["train"]
+        train = splits["train"]
         counts = train.group_counts()
         if train.has_groups and (counts == 0).any():
             empty = [train.group_name(g) for g in np.flatnonzero(counts == 0)]
             raise SpurlabError(f"training group(s) {', '.join(empty)} have no examples",
                                hint="raise the minority size or lower p below 1")
+        return AuditFindings(dataset=dataset, dataset_params=splits.params, splits=splits, seed=self.seed,
+                             seeds=self.seeds_, device=resolve_device(self.device), quick=self.quick,
+                             epochs=self.epochs_)
 
-    def _check_embedding_splits(self) -> None:
-        for split, ds in self.splits_.items():
-            if ds.metadata is None or "prediction" not in ds.metadata.columns:
-                raise SpurlabError(f"the embeddings file has no 'predictions' (split {split!r})",
-                                   hint="the audit of a bring-your-own model needs its predictions")
-
-    def _model_name(self) -> str:
-        if self.model != "auto":
-            return self.model
-        return "cnn" if len(self.splits_["train"].input_shape) == 3 else "mlp"
-
-    def _train(self) -> None:
+    def _train(self, findings: AuditFindings) -> None:
         seed_everything(self.seed)
-        train = self.splits_["train"]
-        self.model_name_ = self._model_name()
-        self.model_ = make_model(self.model_name_, train.input_shape, train.n_classes, seed=self.seed)
+        train = findings.splits["train"]
+        findings.model_name = resolve_model_name(self.model, train.input_shape)
+        self.model_ = make_model(findings.model_name, train.input_shape, train.n_classes, seed=self.seed)
         cfg = TrainConfig(epochs=self.epochs_, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-                          device=self.device_)
-        self.history_ = fit(self.model_, train.x, train.y, cfg).history
+                          device=findings.device)
+        findings.history = fit(self.model_, train.x, train.y, cfg).history
         self.model_.to("cpu")
 
-    def _predictions(self) -> dict[str, np.ndarray]:
+    def _predictions(self, splits: DatasetSplits) -> dict[str, np.ndarray]:
         if self.model_ is None:
-            return {s: ds.metadata["prediction"].to_numpy() for s, ds in self.splits_.items()}
-        return {s: predict(self.model_, ds.x, device="cpu") for s, ds in self.splits_.items()}
+            return {s: ds.metadata["prediction"].to_numpy() for s, ds in splits.items()}
+        return {s: predict(self.model_, ds.x, device="cpu") for s, ds in splits.items()}
 
-    def _evaluate(self) -> None:
-        self.predictions_ = self._predictions()
+    def _evaluate(self, findings: AuditFindings) -> None:
+        splits = findings.splits
+        findings.predictions = self._predictions(splits)
         rows, per_split = [], {}
-        train_g = self.splits_["train"].g
-        for split, ds in self.splits_.items():
-            pred = self.predictions_[split]
+        train_g = splits["train"].g
+        for split, ds in splits.items():
+            pred = findings.predictions[split]
             accs = metrics.group_accuracies(ds.y, pred, ds.g, ds.n_groups)
             counts = ds.group_counts()
             rows += [{"split": split, "group": g, "name": ds.group_name(g), "count": int(counts[g]),
                       "accuracy": acc} for g, acc in accs.items()]
             per_split[split] = {**metrics.summarize_predictions(ds.y, pred, ds.g, train_groups=train_g),
                                 "group_accuracy": {ds.group_name(g): a for g, a in accs.items()}}
-        self.group_table_ = pd.DataFrame(rows)
-        self.results_["splits"] = per_split
+        findings.group_table = pd.DataFrame(rows)
+        findings.split_metrics = per_split
         train_accs, test_accs = per_split["train"]["group_accuracy"], per_split["test"]["group_accuracy"]
-        self.results_["train_test_gap"] = {k: train_accs[k] - test_accs[k] for k in train_accs if k in test_accs}
+        findings.train_test_gap = {k: train_accs[k] - test_accs[k] for k in train_accs if k in test_accs}
 
-    def _embeddings(self) -> dict[str, np.ndarray]:
+    def _embeddings(self, splits: DatasetSplits) -> dict[str, np.ndarray]:
         if self.model_ is None:
-            return {s: ds.x for s, ds in self.splits_.items()}
-        return {s: penultimate_features(self.model_, ds.x) for s, ds in self.splits_.items()}
+            return {s: ds.x for s, ds in splits.items()}
+        return {s: penultimate_features(self.model_, ds.x) for s, ds in splits.items()}
 
-    def _directions(self) -> None:
-        out = explain.explain_directions(self.splits_, self._embeddings(), self.predictions_, self.seed,
-                                         self.device_)
-        self.figures_.update(out.pop("figures"))
-        self.directions_ = out
+    def _directions(self, findings: AuditFindings) -> None:
+        findings.directions = explain.explain_directions(findings.splits, self._embeddings(findings.splits),
+                                                         findings.predictions, self.seed, findings.device)
 
-    def _units(self) -> None:
-        out = explain.explain_units(self.model_, self.splits_, self.seed)
-        self.figures_.update(out.pop("figures"))
-        self.units_ = out
+    def _units(self, findings: AuditFindings) -> None:
+        findings.units = explain.explain_units(self.model_, findings.splits, self.seed)
 
-    def _fixes(self) -> None:
-        out = fix.compare_fixes(self.splits_, self.methods_, self.seeds_, self._model_name(), self.epochs_,
-                                self.device_)
-        self.figures_.update(out.pop("figures"))
-        self.fixes_ = out
+    def _fixes(self, findings: AuditFindings) -> None:
+        model = resolve_model_name(self.model, findings.splits["train"].input_shape)
+        findings.fixes = fix.compare_fixes(findings.splits, self.methods_, self.seeds_, model, self.epochs_,
+                                           findings.device)
 
-    def _verdict(self) -> None:
-        self.results_["verdict"] = write_verdict(self)
-        self.verdict_ = self.results_["verdict"]["text"]
+    def _verdict(self, findings: AuditFindings) -> None:
+        findings.verdict = write_verdict(findings)
 
     # ------------------------------------------------------------ outputs
-    def summary(self) -> dict[str, Any]:
-        from spurlab.audit.render import summary_dict
+    def _fitted(self) -> AuditFindings:
+        if not hasattr(self, "findings_"):
+            raise SpurlabError("the audit has not run yet", hint="call find_issues() first")
+        return self.findings_
 
-        return summary_dict(self)
+    def summary(self) -> dict[str, Any]:
+        return summary_dict(self._fitted())
 
     def report(self, out_dir: str | Path | None = None) -> AuditReport:
-        from spurlab.audit.render import write_report
+        return write_report(self._fitted(), out_dir)
 
-        if not hasattr(self, "results_"):
-            raise SpurlabError("the audit has not run yet", hint="call find_issues() first")
-        return write_report(self, out_dir)
+
+def _check_embedding_splits(splits: DatasetSplits) -> None:
+    for split, ds in splits.items():
+        if ds.metadata is None or "prediction" not in ds.metadata.columns:
+            raise SpurlabError(f"the embeddings file has no 'predictions' (split {split!r})",
+                               hint="the audit of a bring-your-own model needs its predictions")
 
 
 def run_audit(dataset: str = "spurious-digits", out_dir: str | Path | None = None, **kwargs: Any) -> AuditReport:

@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from spurlab.audit.findings import DirectionsFindings, UnitsFindings
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.metrics import group_accuracies
 from spurlab.report.plots import plt
 
 EDIT_MODES = ("zero", "random_init")
 RANDOM_REPEATS = 5
+MEAN_COLUMNS = ("flag_minority_precision", "minority_recall", "error_auroc", "cv_balanced_acc")
 
 
 # ------------------------------------------------------------------ failure directions
@@ -40,7 +42,7 @@ def attribute_metadata(ds: GroupedDataset) -> pd.DataFrame | None:
 
 
 def explain_directions(splits: DatasetSplits, embeddings: dict[str, np.ndarray], predictions: dict[str, np.ndarray],
-                       seed: int, device: str, top_k: int = 8) -> dict[str, Any]:
+                       seed: int, device: str, top_k: int = 8) -> DirectionsFindings:
     """Fit per-class failure directions on ``val`` (else ``train``), score ``test``; return numbers + figures."""
     from spurlab.probes.captions import AttributeCaptioner
     from spurlab.probes.directions import FailureDirections
@@ -54,26 +56,23 @@ def explain_directions(splits: DatasetSplits, embeddings: dict[str, np.ndarray],
     table = fd.evaluate(embeddings["test"], test.y, predictions["test"], minority=minority,
                         class_names=list(test.class_names))
     dv = fd.decision_function(embeddings["test"], test.y)
-    out: dict[str, Any] = {"fit_split": fit_split, "table": table, "figures": {}, "skipped": dict(fd.skipped_)}
+    out = DirectionsFindings(fit_split=fit_split, table=table, skipped=dict(fd.skipped_),
+                             **{column: _mean_row(table, column) for column in MEAN_COLUMNS})
     meta = attribute_metadata(fit_ds)
     if meta is not None:
         captioner = AttributeCaptioner(embeddings[fit_split], fit_ds.y, meta)
-        out["captions"] = fd.describe(captioner, class_names=list(fit_ds.class_names), k=3)
+        out.captions = fd.describe(captioner, class_names=list(fit_ds.class_names), k=3)
     correct = predictions["test"] == test.y
     series = {"correct": dv[correct], "error": dv[~correct]}
     if minority is not None:
         series = {"majority": dv[~minority], "minority": dv[minority], **series}
-    out["figures"]["directions_histogram"] = (
+    out.figures["directions_histogram"] = (
         plot_decision_histogram(series, "test decision values of the per-class failure directions"),
         "Decision values on the test split: negative values are flagged as likely errors.")
     if test.x.ndim == 4:
-        out["figures"]["directions_top_examples"] = (
+        out.figures["directions_top_examples"] = (
             _top_examples_figure(fd, embeddings["test"], test, dv, top_k),
             "The most failure-aligned test examples of each class (title: group, decision value).")
-    out["flag_minority_precision"] = _mean_row(table, "flag_minority_precision")
-    out["minority_recall"] = _mean_row(table, "minority_recall")
-    out["error_auroc"] = _mean_row(table, "error_auroc")
-    out["cv_balanced_acc"] = _mean_row(table, "cv_balanced_acc")
     return out
 
 
@@ -97,7 +96,7 @@ def _top_examples_figure(fd, emb: np.ndarray, ds: GroupedDataset, dv: np.ndarray
 
 
 # ------------------------------------------------------------------ critical units
-def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int = 3) -> dict[str, Any]:
+def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int = 3) -> UnitsFindings:
     """Rank units two ways, edit the top-k, and report every group's accuracy change on train and test."""
     from spurlab.models.editing import Intervention
     from spurlab.models.batched_edits import evaluate_interventions
@@ -130,9 +129,9 @@ def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int
     deltas = (pd.DataFrame(rows).groupby(["selector", "mode", "k", "split", "group", "name", "minority"],
                                           as_index=False)["delta_acc"].mean())
     units_table = pd.concat([u.table().assign(selector=name) for name, u in selectors.items()], ignore_index=True)
-    return {"target_group": None if target is None else train.group_name(target), "units": units_table,
-            "deltas": deltas, "figures": {"units_delta": (_delta_figure(deltas), _DELTA_CAPTION)},
-            "headline": _units_headline(deltas)}
+    return UnitsFindings(target_group=None if target is None else train.group_name(target), units=units_table,
+                         deltas=deltas, headline=_units_headline(deltas),
+                         figures={"units_delta": (_delta_figure(deltas), _DELTA_CAPTION)})
 
 
 _DELTA_CAPTION = ("Change of training and test accuracy when the top-k critical units are zeroed or "

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spurlab.audit.findings import FixesFindings
 from spurlab.data.grouped import DatasetSplits
 from spurlab.report.plots import plt
 
@@ -29,15 +30,15 @@ def usable_methods(splits: DatasetSplits, methods: tuple[str, ...]) -> tuple[lis
 
 
 def compare_fixes(splits: DatasetSplits, methods: tuple[str, ...], seeds: tuple[int, ...], model: str,
-                  epochs: int, device: str) -> dict[str, Any]:
+                  epochs: int, device: str) -> FixesFindings:
     from spurlab.train.methods import compare_methods, summarize_comparison
 
     usable, notes = usable_methods(splits, methods)
     frame = compare_methods(splits, usable, seeds=seeds, model=model, epochs=epochs, device=device)
     summary = summarize_comparison(frame, split="test")
-    return {"runs": frame, "summary": summary, "notes": notes,
-            "figures": {"fixes": (_fixes_figure(summary), "Worst-group and mean-group test accuracy per "
-                                  "method: mean over seeds, bars show the seeds' standard deviation.")}}
+    return FixesFindings(runs=frame, summary=summary, notes=notes,
+                         figures={"fixes": (_fixes_figure(summary), "Worst-group and mean-group test accuracy "
+                                            "per method: mean over seeds, bars show the seeds' standard deviation.")})
 
 
 def _fixes_figure(summary: pd.DataFrame):

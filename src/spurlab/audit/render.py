@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from spurlab.audit.findings import (AuditFindings, AuditReport, DirectionsFindings, Figures, FixesFindings,
+                                    UnitsFindings)
 from spurlab.report.html import HtmlReport
 from spurlab.report.plots import plot_group_accuracies
 from spurlab.runs import default_out_dir, package_versions
@@ -16,146 +18,145 @@ from spurlab.utils import atomic_write_csv, atomic_write_json
 SUMMARY_METRICS = ("worst_group_acc", "mean_group_acc", "average_acc", "accuracy")
 
 
-def summary_dict(audit) -> dict[str, Any]:
-    train = audit.splits_["train"]
+def summary_dict(findings: AuditFindings, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every number the report shows; ``timings`` (default: the record's) lets the writer add its own."""
+    splits = findings.splits
+    train = splits["train"]
     out: dict[str, Any] = {
-        "dataset": audit.dataset, "dataset_params": audit.splits_.params, "seed": audit.seed,
-        "device": audit.device_, "model": getattr(audit, "model_name_", None), "epochs": audit.epochs_,
-        "quick": audit.quick,
+        "dataset": findings.dataset, "dataset_params": findings.dataset_params, "seed": findings.seed,
+        "device": findings.device, "model": findings.model_name, "epochs": findings.epochs,
+        "quick": findings.quick,
         "groups": [{"group": g, "name": train.group_name(g),
                     **{split: int(ds.group_counts()[g]) if g < ds.n_groups else 0
-                       for split, ds in audit.splits_.items()}} for g in range(train.n_groups)],
-        **audit.results_,
+                       for split, ds in splits.items()}} for g in range(train.n_groups)],
+        "skipped_steps": findings.skipped_steps,
     }
-    if getattr(audit, "directions_", None):
-        d = audit.directions_
-        out["directions"] = {"fit_split": d["fit_split"], "per_class": d["table"].to_dict("records"),
-                             "captions": d.get("captions", {}), "skipped_classes": d["skipped"],
-                             **{k: d[k] for k in ("flag_minority_precision", "minority_recall", "error_auroc",
-                                                  "cv_balanced_acc")}}
-    if getattr(audit, "units_", None):
-        u = audit.units_
-        out["critical_units"] = {"target_group": u["target_group"], "units": u["units"].to_dict("records"),
-                                 "delta_acc": u["deltas"].to_dict("records"), "headline": u["headline"]}
-    if getattr(audit, "fixes_", None):
-        f = audit.fixes_
+    if findings.split_metrics:
+        out["splits"] = findings.split_metrics
+        out["train_test_gap"] = findings.train_test_gap
+    if findings.verdict:
+        out["verdict"] = findings.verdict
+    if findings.directions is not None:
+        d = findings.directions
+        out["directions"] = {"fit_split": d.fit_split, "per_class": d.table.to_dict("records"),
+                             "captions": d.captions, "skipped_classes": d.skipped,
+                             "flag_minority_precision": d.flag_minority_precision,
+                             "minority_recall": d.minority_recall, "error_auroc": d.error_auroc,
+                             "cv_balanced_acc": d.cv_balanced_acc}
+    if findings.units is not None:
+        u = findings.units
+        out["critical_units"] = {"target_group": u.target_group, "units": u.units.to_dict("records"),
+                                 "delta_acc": u.deltas.to_dict("records"), "headline": u.headline}
+    if findings.fixes is not None:
+        f = findings.fixes
         out["methods"] = [{"method": row["method"], "n_seeds": int(row["n_seeds"]),
                            **{m: row[f"{m}_mean"] for m in SUMMARY_METRICS if f"{m}_mean" in row},
                            **{f"{m}_std": row[f"{m}_std"] for m in SUMMARY_METRICS if f"{m}_std" in row}}
-                          for row in f["summary"].to_dict("records")]
-        out["method_runs"] = f["runs"].to_dict("records")
-        out["method_notes"] = f["notes"]
-    out["timings_s"] = audit.timings_
+                          for row in f.summary.to_dict("records")]
+        out["method_runs"] = f.runs.to_dict("records")
+        out["method_notes"] = f.notes
+    out["timings_s"] = dict(findings.timings if timings is None else timings)
     out["versions"] = package_versions()
     return out
 
 
-def results_frame(audit) -> pd.DataFrame:
-    long = audit.group_table_.melt(id_vars=["split", "group", "name"], value_vars=["accuracy", "count"],
-                                   var_name="metric")
-    return long
+def results_frame(findings: AuditFindings) -> pd.DataFrame:
+    return findings.group_table.melt(id_vars=["split", "group", "name"], value_vars=["accuracy", "count"],
+                                     var_name="metric")
 
 
-def write_report(audit, out_dir: str | Path | None):
-    from spurlab.audit.core import AuditReport
-
+def write_report(findings: AuditFindings, out_dir: str | Path | None) -> AuditReport:
     out = Path(out_dir) if out_dir is not None else default_out_dir("audit")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    atomic_write_csv(out / "results.csv", results_frame(audit))
-    report = build_html(audit)
-    audit.timings_["report"] = time.perf_counter() - start
-    summary = summary_dict(audit)
+    atomic_write_csv(out / "results.csv", results_frame(findings))
+    report = build_html(findings)
+    timings = {**findings.timings, "report": time.perf_counter() - start}
+    summary = summary_dict(findings, timings)
     report.write(out / "report.html", save_figures=True)
     atomic_write_json(out / "summary.json", summary)
-    return AuditReport(out, summary, audit.group_table_, audit.verdict_)
+    return AuditReport(out, summary, findings.group_table, findings.verdict_text)
 
 
-def build_html(audit) -> HtmlReport:
-    model = getattr(audit, "model_name_", None)
-    source = f"model {model} (ERM)" if model else "embeddings and predictions from a file"
-    report = HtmlReport(f"spurlab audit: {audit.dataset}",
-                        subtitle=f"{source} · seed {audit.seed} · device {audit.device_} · "
-                                 f"{'quick' if audit.quick else 'full'} mode")
-    report.heading("Verdict").raw(f'<p class="verdict">{html.escape(audit.verdict_)}</p>')
+def build_html(findings: AuditFindings) -> HtmlReport:
+    report = HtmlReport(f"spurlab audit: {findings.dataset}",
+                        subtitle=f"{findings.model_description} · seed {findings.seed} · device {findings.device} · "
+                                 f"{'quick' if findings.quick else 'full'} mode")
+    report.heading("Verdict").raw(f'<p class="verdict">{html.escape(findings.verdict_text)}</p>')
     split_rows = [{"split": s, **{k: v for k, v in d.items() if k != "group_accuracy"}}
-                  for s, d in audit.results_["splits"].items()]
+                  for s, d in findings.split_metrics.items()]
     report.table(pd.DataFrame(split_rows), caption="accuracy, worst-group, mean-group and train-weighted "
                  "accuracy (test group accuracies weighted by the training group shares)")
-    for step, reason in audit.results_["skipped_steps"].items():
+    for step, reason in findings.skipped_steps.items():
         report.text(f"Step '{step}' skipped: {reason}.", css_class="warn")
-    _groups_section(report, audit)
-    if getattr(audit, "directions_", None):
-        _directions_section(report, audit)
-    if getattr(audit, "units_", None):
-        _units_section(report, audit)
-    if getattr(audit, "fixes_", None):
-        _fixes_section(report, audit)
+    _groups_section(report, findings)
+    if findings.directions is not None:
+        _directions_section(report, findings.directions)
+    if findings.units is not None:
+        _units_section(report, findings.units)
+    if findings.fixes is not None:
+        _fixes_section(report, findings.fixes)
     report.heading("Dataset")
-    report.table(audit.splits_.summary(), caption="examples per group and split")
-    report.table(pd.DataFrame({"step": list(audit.timings_), "seconds": list(audit.timings_.values())}),
+    report.table(findings.splits.summary(), caption="examples per group and split")
+    report.table(pd.DataFrame({"step": list(findings.timings), "seconds": list(findings.timings.values())}),
                  caption="time per step")
     return report
 
 
-def _figure(report: HtmlReport, audit, name: str) -> None:
-    if name in audit.figures_:
-        fig, caption = audit.figures_[name]
+def _figures(report: HtmlReport, figures: Figures, name: str) -> None:
+    if name in figures:
+        fig, caption = figures[name]
         report.figure(name, fig, caption)
 
 
-def _groups_section(report: HtmlReport, audit) -> None:
+def _groups_section(report: HtmlReport, findings: AuditFindings) -> None:
     report.heading("Accuracy per group")
-    report.figure("group_accuracy", plot_group_accuracies(audit.group_table_),
+    report.figure("group_accuracy", plot_group_accuracies(findings.group_table),
                   "Per-group accuracy on every split; a large train-test gap on a small group is the signature "
                   "of memorized minority examples.")
-    pivot = audit.group_table_.pivot_table(index="name", columns="split", values="accuracy")
-    report.table(pivot[[s for s in audit.splits_ if s in pivot.columns]].reset_index(),
+    pivot = findings.group_table.pivot_table(index="name", columns="split", values="accuracy")
+    report.table(pivot[[s for s in findings.splits if s in pivot.columns]].reset_index(),
                  caption="accuracy per group and split")
 
 
-def _directions_section(report: HtmlReport, audit) -> None:
-    d = audit.directions_
+def _directions_section(report: HtmlReport, d: DirectionsFindings) -> None:
     report.heading("Failure directions")
-    report.text(f"A linear SVM per class, fit on the {d['fit_split']} split's embeddings to predict whether the "
+    report.text(f"A linear SVM per class, fit on the {d.fit_split} split's embeddings to predict whether the "
                 "model is right, points at the model's failure mode without using group labels; the table "
                 "scores it on the test split.")
     cols = [c for c in ("name", "n", "n_errors", "cv_balanced_acc", "error_auroc", "flag_minority_precision",
-                        "minority_recall", "minority_share_of_errors") if c in d["table"].columns]
-    report.table(d["table"][cols], caption="per-class failure-direction metrics (test split)")
-    captions = d.get("captions") or {}
+                        "minority_recall", "minority_share_of_errors") if c in d.table.columns]
+    report.table(d.table[cols], caption="per-class failure-direction metrics (test split)")
     rows = [{"class": c["name"], "failing end": ", ".join(e["caption"] for e in c["failure"]),
-             "easy end": ", ".join(e["caption"] for e in c["easy"])} for c in captions.values()]
+             "easy end": ", ".join(e["caption"] for e in c["easy"])} for c in d.captions.values()]
     if rows:
         report.table(pd.DataFrame(rows), caption="what separates the failing end of each direction from its "
                      "easy end (attribute captions)")
-    _figure(report, audit, "directions_histogram")
-    _figure(report, audit, "directions_top_examples")
+    _figures(report, d.figures, "directions_histogram")
+    _figures(report, d.figures, "directions_top_examples")
 
 
-def _units_section(report: HtmlReport, audit) -> None:
-    u = audit.units_
+def _units_section(report: HtmlReport, u: UnitsFindings) -> None:
     report.heading("Critical units")
-    target = f" and by their gradient on the worst minority group {u['target_group']}" if u["target_group"] else ""
+    target = f" and by their gradient on the worst minority group {u.target_group}" if u.target_group else ""
     report.text("Units (output channels / neurons) ranked by weight norm" + target + "; editing a few of them "
                 "shows whether the minority is memorized by a small set of units.")
-    report.table(u["units"][["selector", "rank", "layer", "index", "score"]], caption="the top critical units")
-    _figure(report, audit, "units_delta")
-    head = u["deltas"]
+    report.table(u.units[["selector", "rank", "layer", "index", "score"]], caption="the top critical units")
+    _figures(report, u.figures, "units_delta")
+    head = u.deltas
     table = head.pivot_table(index=["selector", "mode", "k", "split"], columns="minority", values="delta_acc")
     table.columns = ["majority Δacc" if not c else "minority Δacc" for c in table.columns]
     report.table(table.reset_index(), caption="mean accuracy change of minority and majority groups")
 
 
-def _fixes_section(report: HtmlReport, audit) -> None:
-    f = audit.fixes_
+def _fixes_section(report: HtmlReport, f: FixesFindings) -> None:
     report.heading("Fixes compared")
     report.text("Each robust training method is trained with the same model and budget over several seeds and "
                 "selected on the validation split; test metrics are the mean over seeds with their standard "
                 "deviation.")
-    _figure(report, audit, "fixes")
-    cols = ["method"] + [c for m in SUMMARY_METRICS for c in (f"{m}_mean", f"{m}_std") if c in f["summary"]]
-    report.table(f["summary"][cols + ["n_seeds"]], caption="test metrics per method (average_acc: test group "
+    _figures(report, f.figures, "fixes")
+    cols = ["method"] + [c for m in SUMMARY_METRICS for c in (f"{m}_mean", f"{m}_std") if c in f.summary]
+    report.table(f.summary[cols + ["n_seeds"]], caption="test metrics per method (average_acc: test group "
                  "accuracies weighted by training group shares)")
-    for note in f["notes"]:
+    for note in f.notes:
         report.text(note, css_class="warn")

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from spurlab.audit.findings import AuditFindings, DirectionsFindings, FixesFindings, UnitsFindings
+from spurlab.audit.fix import best_fix
+
 GAP_THRESHOLD = 0.10  # worst group this far below the mean group counts as a failure
 
 
@@ -15,8 +18,8 @@ def _attribute_label(splits) -> str:
     return f"the spurious attribute '{kind}' ({', '.join(names)})"
 
 
-def write_verdict(audit) -> dict[str, Any]:
-    splits, table = audit.splits_, audit.group_table_
+def write_verdict(findings: AuditFindings) -> dict[str, Any]:
+    splits, table = findings.splits, findings.group_table
     test = table[table["split"] == "test"]
     worst = test.loc[test["accuracy"].idxmin()]
     mean_acc = float(test["accuracy"].mean())
@@ -37,25 +40,24 @@ def write_verdict(audit) -> dict[str, Any]:
     facts: dict[str, Any] = {"relies_on_spurious": bool(relies), "attribute": attribute,
                              "worst_group": str(worst["name"]), "worst_group_acc": float(worst["accuracy"]),
                              "mean_group_acc": mean_acc}
-    sentences += _directions_sentences(audit, facts)
-    sentences += _units_sentences(audit, facts)
-    sentences += _fix_sentences(audit, facts)
+    sentences += _directions_sentences(findings.directions, facts)
+    sentences += _units_sentences(findings.units, facts)
+    sentences += _fix_sentences(findings.fixes, len(findings.seeds), facts)
     facts["text"] = " ".join(sentences)
     return facts
 
 
-def _directions_sentences(audit, facts: dict[str, Any]) -> list[str]:
-    directions = getattr(audit, "directions_", None)
-    if not directions:
+def _directions_sentences(directions: DirectionsFindings | None, facts: dict[str, Any]) -> list[str]:
+    if directions is None:
         return []
     out = []
-    precision, recall = directions.get("flag_minority_precision"), directions.get("minority_recall")
+    precision, recall = directions.flag_minority_precision, directions.minority_recall
     if precision is not None and recall is not None:
         out.append(f"Without group labels, the failure directions flag test examples that are {precision:.0%} "
                    f"minority and find {recall:.0%} of the minority (error AUROC "
-                   f"{directions.get('error_auroc') or float('nan'):.2f}).")
+                   f"{directions.error_auroc or float('nan'):.2f}).")
     failing = []
-    for caption in (directions.get("captions") or {}).values():
+    for caption in directions.captions.values():
         if caption.get("failure"):
             failing.append(f"{caption['name']}: {caption['failure'][0]['caption']}")
     if failing:
@@ -64,9 +66,8 @@ def _directions_sentences(audit, facts: dict[str, Any]) -> list[str]:
     return out
 
 
-def _units_sentences(audit, facts: dict[str, Any]) -> list[str]:
-    units = getattr(audit, "units_", None)
-    head = (units or {}).get("headline") or {}
+def _units_sentences(units: UnitsFindings | None, facts: dict[str, Any]) -> list[str]:
+    head = units.headline if units is not None else {}
     if not head:
         return []
     facts["critical_units"] = head
@@ -78,17 +79,14 @@ def _units_sentences(audit, facts: dict[str, Any]) -> list[str]:
             f"for the majority."]
 
 
-def _fix_sentences(audit, facts: dict[str, Any]) -> list[str]:
-    from spurlab.audit.fix import best_fix
-
-    fixes = getattr(audit, "fixes_", None)
-    if not fixes:
+def _fix_sentences(fixes: FixesFindings | None, n_seeds: int, facts: dict[str, Any]) -> list[str]:
+    if fixes is None:
         return []
-    best = best_fix(fixes["summary"])
+    best = best_fix(fixes.summary)
     if best is None:
         return []
     facts["best_fix"] = best
     base = best["baseline_worst_group_acc"]
     against = f" (ERM: {base:.0%})" if base is not None else ""
     return [f"Best fix: {best['method']} lifts worst-group test accuracy to {best['worst_group_acc']:.0%} "
-            f"± {best['worst_group_acc_std']:.0%} over {len(audit.seeds_)} seeds{against}."]
+            f"± {best['worst_group_acc_std']:.0%} over {n_seeds} seeds{against}."]

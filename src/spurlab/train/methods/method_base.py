@@ -32,6 +32,15 @@ from spurlab.utils import resolve_device, seed_everything
 MODEL_NAMES = ("auto", "linear", "mlp", "cnn")
 
 
+def resolve_model_name(model: str, input_shape: tuple[int, ...]) -> str:
+    """The network a method (or the audit) trains: ``auto`` is a CNN on images (C, H, W), else an MLP."""
+    if model not in MODEL_NAMES:
+        raise UnknownNameError("model", model, list(MODEL_NAMES))
+    if model != "auto":
+        return model
+    return "cnn" if len(input_shape) == 3 else "mlp"
+
+
 def has_split(splits: Mapping[str, GroupedDataset], name: str) -> bool:
     # Iterate the names: DatasetSplits raises SpurlabError (not KeyError) for a missing split,
     # which Mapping.__contains__ does not catch.
@@ -125,11 +134,7 @@ class Method(ABC):
         return train, val
 
     def _resolve_model_name(self, train: GroupedDataset) -> str:
-        if self.model not in MODEL_NAMES:
-            raise UnknownNameError("model", self.model, list(MODEL_NAMES))
-        if self.model != "auto":
-            return self.model
-        return "cnn" if len(train.input_shape) == 3 else "mlp"
+        return resolve_model_name(self.model, train.input_shape)
 
     # ------------------------------------------------------------ helpers for subclasses
     def new_model(self, input_shape: tuple[int, ...], seed_offset: int = 0) -> nn.Module:

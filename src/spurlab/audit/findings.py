@@ -1,0 +1,103 @@
+"""The audit's typed findings record: what ``Audit.find_issues()`` measured, and what the renderer reads.
+
+Each step fills one field; a step that did not run leaves its field ``None`` and says why in
+``skipped_steps``. Adding a step means adding one field here and one section in ``render.py``;
+a misspelled field fails loudly instead of hiding a section.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spurlab.data.grouped import DatasetSplits
+
+# name -> (matplotlib figure, caption)
+Figures = dict[str, tuple[Any, str]]
+
+
+@dataclass
+class DirectionsFindings:
+    """Per-class failure directions fit on ``fit_split`` and scored on the test split."""
+    fit_split: str
+    table: pd.DataFrame  # one row per class plus a "mean" row
+    skipped: dict[str, str]
+    captions: dict[str, Any] = field(default_factory=dict)
+    flag_minority_precision: float | None = None
+    minority_recall: float | None = None
+    error_auroc: float | None = None
+    cv_balanced_acc: float | None = None
+    figures: Figures = field(default_factory=dict)
+
+
+@dataclass
+class UnitsFindings:
+    """Critical units ranked two ways and what editing the top-k does to every group."""
+    target_group: str | None
+    units: pd.DataFrame
+    deltas: pd.DataFrame
+    headline: dict[str, Any]
+    figures: Figures = field(default_factory=dict)
+
+
+@dataclass
+class FixesFindings:
+    """The robust methods compared over seeds: one row per run, and their mean/std summary."""
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    notes: list[str]
+    figures: Figures = field(default_factory=dict)
+
+
+@dataclass
+class AuditFindings:
+    """Everything one audit measured, step by step."""
+    dataset: str  # the resolved dataset name ("embeddings" for an embeddings file)
+    dataset_params: dict[str, Any]
+    splits: DatasetSplits
+    seed: int
+    seeds: tuple[int, ...]  # the fixes' seeds
+    device: str
+    quick: bool
+    epochs: int
+    model_name: str | None = None  # None when the audit read embeddings and predictions from a file
+    history: list[dict[str, Any]] = field(default_factory=list)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    group_table: pd.DataFrame | None = None  # split x group: name, count, accuracy
+    split_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train_test_gap: dict[str, float] = field(default_factory=dict)
+    directions: DirectionsFindings | None = None
+    units: UnitsFindings | None = None
+    fixes: FixesFindings | None = None
+    verdict: dict[str, Any] = field(default_factory=dict)  # facts, plus the sentence under "text"
+    skipped_steps: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_description(self) -> str:
+        if self.model_name is None:
+            return "embeddings and predictions from a file"
+        return f"model {self.model_name} (ERM)"
+
+    @property
+    def verdict_text(self) -> str:
+        return self.verdict.get("text", "")
+
+    @property
+    def figures(self) -> Figures:
+        out: Figures = {}
+        for step in (self.directions, self.units, self.fixes):
+            if step is not None:
+                out.update(step.figures)
+        return out
+
+
+@dataclass
+class AuditReport:
+    out_dir: Path
+    summary: dict[str, Any]
+    group_table: pd.DataFrame
+    verdict: str
