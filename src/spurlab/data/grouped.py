@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError
 from spurlab.utils import check_finite, check_labels, check_same_length
 
@@ -38,10 +39,12 @@ class GroupedDataset:
     groups: np.ndarray | None = None  # explicit group ids when no attribute is known
 
     def __post_init__(self) -> None:
-        self.x = np.asarray(self.x)
+        if not is_lazy(self.x):  # lazy images (files, uint8) are decoded per batch, never here
+            self.x = np.asarray(self.x)
         check_same_length(x=self.x, y=self.y, a=self.a, groups=self.groups,
                           metadata=None if self.metadata is None else self.metadata.index)
-        check_finite("x", self.x)
+        if not is_lazy(self.x):
+            check_finite("x", self.x)
         self.y = check_labels("y", self.y)
         if not self.class_names:
             k = int(self.y.max()) + 1 if self.y.size else 0
@@ -161,7 +164,7 @@ class GroupedDataset:
             idx = np.flatnonzero(idx)
         return replace(
             self,
-            x=self.x[idx],
+            x=self.x.select(idx) if is_lazy(self.x) else self.x[idx],
             y=self.y[idx],
             a=None if self.a is None else self.a[idx],
             groups=None if self.groups is None else self.groups[idx],
@@ -177,18 +180,25 @@ class GroupedDataset:
         """The same examples with new inputs (e.g. embeddings); lengths must match."""
         if len(x) != len(self):
             raise SpurlabError(f"new inputs have {len(x)} rows, the dataset has {len(self)}")
-        return replace(self, x=np.asarray(x), params=dict(self.params))
+        return replace(self, x=x if is_lazy(x) else np.asarray(x), params=dict(self.params))
 
     # ------------------------------------------------------------ conversion
     def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(x, y, g)`` as numpy arrays."""
         return self.x, self.y, self.g
 
+    @property
+    def is_lazy(self) -> bool:
+        """Inputs decoded per batch (image files, uint8 pixels): index ``x`` per batch, never whole."""
+        return is_lazy(self.x)
+
     def torch_dataset(self, with_index: bool = False):
-        """A ``torch.utils.data.TensorDataset`` of (x, y, g[, index])."""
+        """A torch dataset of (x, y, g[, index]): tensors, or rows decoded on access for lazy inputs."""
         import torch
         from torch.utils.data import TensorDataset
 
+        if self.is_lazy:
+            return LazyTorchDataset(self.x, self.y, self.g, with_index)
         tensors = [
             torch.as_tensor(self.x, dtype=torch.float32),
             torch.as_tensor(self.y, dtype=torch.long),
@@ -199,16 +209,42 @@ class GroupedDataset:
         return TensorDataset(*tensors)
 
     def dataloader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0, **kwargs):
+        """Batches of (x, y, g); lazy inputs are decoded one whole batch at a time (on the images'
+        decoding threads) rather than image by image."""
         import torch
-        from torch.utils.data import DataLoader
+        from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
         generator = torch.Generator().manual_seed(seed) if shuffle else None
+        if self.is_lazy:
+            data = self.torch_dataset()
+            order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+            return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
+                              **kwargs)
         return DataLoader(self.torch_dataset(), batch_size=batch_size, shuffle=shuffle,
                           generator=generator, **kwargs)
 
     def __repr__(self) -> str:
         return (f"GroupedDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
                 f"x={self.input_shape}, classes={self.n_classes}, groups={self.n_groups})")
+
+
+class LazyTorchDataset:
+    """(x, y, g[, index]) over lazy inputs: an int gives one example, a list of ints a whole batch."""
+
+    def __init__(self, x, y: np.ndarray, g: np.ndarray, with_index: bool = False):
+        self.x, self.y, self.g, self.with_index = x, y, g, with_index
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, key):
+        import torch
+
+        idx = key if isinstance(key, (int, np.integer)) else np.asarray(key, dtype=np.int64)
+        out = [torch.as_tensor(self.x[idx]), torch.as_tensor(self.y[idx]), torch.as_tensor(self.g[idx])]
+        if self.with_index:
+            out.append(torch.as_tensor(idx))
+        return tuple(out)
 
 
 class DatasetSplits(Mapping[str, GroupedDataset]):
