@@ -284,8 +284,8 @@ def test_reduced_subclasses_by_name_or_first(replicas):
 @pytest.mark.parametrize("params, match", [
     ({"reduced_subclasses": "random"}, "labels='coarse'"),
     ({"labels": "coarse", "reduced_subclasses": "not_a_class"}, "unknown: not_a_class"),
-    ({"labels": "medium"}, "fine' or 'coarse"),
-    ({"layout": "zip"}, "unknown CIFAR layout"),
+    ({"labels": "medium"}, "parameter 'labels' must be one of 'fine', 'coarse'"),
+    ({"layout": "zip"}, "parameter 'layout' must be one of"),
     ({"labels": "coarse", "reduced_subclasses": "first", "subclass_fraction": 1.5}, "subclass_fraction"),
     ({"labels": "coarse", "reduced_subclasses": 3}, "must name distinct"),
     ({"labels": "coarse", "reduced_subclasses": "beaver,beaver"}, "must name distinct"),

@@ -168,12 +168,12 @@ def test_padding_and_noise_frame_shapes():
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(spurious="patch", p=1.5), r"p must lie in \(0, 1\)"),
-    (dict(spurious="patch", p=0.0), r"p must lie in \(0, 1\)"),
-    (dict(spurious="glitter"), "unknown spurious injection 'glitter'"),
+    (dict(spurious="patch", p=1.5), r"parameter 'p' must be a number in \(0, 1\)"),
+    (dict(spurious="patch", p=0.0), r"parameter 'p' must be a number in \(0, 1\)"),
+    (dict(spurious="glitter"), "parameter 'spurious' must be one of .*got 'glitter'"),
     (dict(classes="0-4/5-12"), "outside 0..9"),
     (dict(spurious="patch", p=0.999, classes="0-4/5-9", n_train=300), "no examples in the minority"),
-    (dict(spurious="patch", classes="0-4/5-9", test_correlation="upside-down"), "unknown correlation"),
+    (dict(spurious="patch", classes="0-4/5-9", test_correlation="upside-down"), "parameter 'test_correlation' must be"),
 ])
 def test_image_dataset_bad_input(params, message):
     with pytest.raises(SpurlabError, match=message):

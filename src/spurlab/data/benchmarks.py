@@ -6,12 +6,13 @@
 * CelebA: ``DATA/celeba/list_attr_celeba.txt``, ``list_eval_partition.txt`` and
   ``img_align_celeba/``; the target and spurious attributes are chosen by name.
 
-Images are resized to ``image_size`` (square) and kept in memory as floats in
-[0, 1]; ``limit`` caps the examples per split (a seeded subsample).
+Images stay on disk and are decoded per batch (:class:`~spurlab.data.lazy_images.LazyImages`):
+resized to ``image_size`` (square), floats in [0, 1] (``normalize=imagenet|lite`` for a
+backbone's statistics), ``augment`` on the training split, ``cache=auto|DIR`` keeps the decoded
+pixels on disk for the next epoch; ``limit`` caps the examples per split (a seeded subsample).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +21,13 @@ import pandas as pd
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import DataNotFoundError, SpurlabError
-from spurlab.utils import available_memory_bytes
+from spurlab.params import Interval, Text, optional, positive_int
 
 from spurlab.data.images import SPLIT_CODES_BY_NAME
+from spurlab.data.lazy_images import ImageTransform, LazyImages, cache_folder, lazy_split_inputs
 
 SPLIT_CODES = {v: k for k, v in SPLIT_CODES_BY_NAME.items()}
 WATERBIRDS_DIRS = ("waterbirds_v1.0", "waterbird_complete95_forest2water2", "waterbirds")
-
-
-def load_image(path: Path, image_size: int) -> np.ndarray:
-    """One RGB image as float32 (3, S, S) in [0, 1]."""
-    from PIL import Image
-
-    if not path.is_file():
-        raise DataNotFoundError(f"image file missing: {path}",
-                                hint="the metadata lists it; re-extract the dataset archive")
-    with Image.open(path) as im:
-        im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 def _subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -46,34 +36,15 @@ def _subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFram
     return frame.sample(n=int(limit), random_state=seed).sort_index()
 
 
-def _check_memory(frame: pd.DataFrame, limit: int | None, image_size: int, dataset: str) -> None:
-    """Refuse, before decoding anything, splits that would not fit in memory as float32."""
-    n_images = sum(min(len(rows), limit or len(rows)) for _, rows in frame.groupby("split"))
-    need = n_images * 3 * image_size * image_size * 4
-    available = available_memory_bytes()
-    if available is not None and need > 0.8 * available:
-        raise SpurlabError(f"{dataset}: {n_images} images of {image_size}x{image_size} need "
-                           f"{need / 2**30:.1f} GiB as float32, {available / 2**30:.1f} GiB is available",
-                           hint="pass limit=N (images per split, e.g. --set limit=20000) or a smaller image_size")
-
-
-def _images(root: Path, files: pd.Series, image_size: int, workers: int | None = None) -> np.ndarray:
-    """Decode and resize every file into one float32 (n, 3, S, S) array, on a few threads (PIL releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from spurlab.utils import progress
-
-    out = np.empty((len(files), 3, image_size, image_size), dtype=np.float32)
-    paths = [root / name for name in files]
-    workers = workers or min(8, os.cpu_count() or 1)
-
-    def decode(i: int) -> None:
-        out[i] = load_image(paths[i], image_size)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in progress(pool.map(decode, range(len(paths))), "loading images", total=len(paths)):
-            pass
-    return out
+def _inputs(root: Path, names: pd.Series, rows: np.ndarray, split: str, source: Path, dataset: str,
+            image_options: dict, data_dir: Path, seed: int) -> LazyImages:
+    """The lazy images of one split: checked to exist, decoded and transformed per batch."""
+    opts = dict(image_options)
+    cache, workers = cache_folder(opts.pop("cache"), data_dir), opts.pop("workers")
+    augment = bool(opts.pop("augment")) and split == "train"
+    transform = ImageTransform(int(opts.pop("image_size")), augment=augment, seed=seed, **opts)
+    return lazy_split_inputs([str(root / name) for name in names], rows, transform, cache, str(source),
+                             label=f"{dataset}-{split}", workers=workers)
 
 
 def find_waterbirds(data_dir: Path) -> Path:
@@ -89,23 +60,27 @@ def find_waterbirds(data_dir: Path) -> Path:
 
 
 @register_dataset("waterbirds", "Waterbirds (WILDS layout): bird type with land/water backgrounds",
-                  kind="benchmark", needs_files=True)
-def build_waterbirds(data_dir: Path, image_size: int = 64, limit: int | None = None,
-                     seed: int = 0) -> DatasetSplits:
+                  kind="benchmark", needs_files=True,
+                  constraints={"image_size": Interval(int, 8, 1024), "limit": optional(positive_int())})
+def build_waterbirds(data_dir: Path, image_size: int = 64, limit: int | None = None, normalize: str = "none",
+                     resize: str = "squash", augment: bool = False, cache: str | None = None,
+                     workers: int | None = None, seed: int = 0) -> DatasetSplits:
     root = find_waterbirds(data_dir)
     meta = pd.read_csv(root / "metadata.csv")
     missing = {"img_filename", "y", "split", "place"} - set(meta.columns)
     if missing:
         raise SpurlabError(f"{root / 'metadata.csv'} lacks column(s) {', '.join(sorted(missing))}",
                            hint="expected the WILDS columns img_filename, y, split, place")
-    _check_memory(meta, limit, image_size, "waterbirds")
+    options = dict(image_size=image_size, normalize=normalize, resize=resize, augment=augment, cache=cache,
+                   workers=workers)
     splits = {}
     for code, split in SPLIT_CODES.items():
         rows = _subsample(meta[meta["split"] == code], limit, seed)
         if rows.empty:
             continue
         splits[split] = GroupedDataset(
-            x=_images(root, rows["img_filename"], image_size),
+            x=_inputs(root, rows["img_filename"], rows.index.to_numpy(), split, root / "metadata.csv", "waterbirds",
+                      options, data_dir, seed),
             y=rows["y"].to_numpy(np.int64), a=rows["place"].to_numpy(np.int64),
             class_names=("landbird", "waterbird"), attr_names=("land", "water"),
             metadata=rows.drop(columns=["y", "place", "split"]).reset_index(drop=True), split=split)
@@ -145,9 +120,12 @@ def find_celeba(data_dir: Path) -> Path:
 
 
 @register_dataset("celeba", "CelebA attributes: target and spurious attribute by name "
-                  "(default Blond_Hair x Male)", kind="benchmark", needs_files=True)
+                  "(default Blond_Hair x Male)", kind="benchmark", needs_files=True,
+                  constraints={"target": Text(), "spurious": Text(), "image_size": Interval(int, 8, 1024),
+                               "limit": optional(positive_int())})
 def build_celeba(data_dir: Path, target: str = "Blond_Hair", spurious: str = "Male", image_size: int = 64,
-                 limit: int | None = None, seed: int = 0) -> DatasetSplits:
+                 limit: int | None = None, normalize: str = "none", resize: str = "squash", augment: bool = False,
+                 cache: str | None = None, workers: int | None = None, seed: int = 0) -> DatasetSplits:
     root = find_celeba(data_dir)
     attrs = read_celeba_attributes(root / "list_attr_celeba.txt")
     for col in (target, spurious):
@@ -159,15 +137,18 @@ def build_celeba(data_dir: Path, target: str = "Blond_Hair", spurious: str = "Ma
         raise DataNotFoundError(f"missing {part_file}", hint="it ships with CelebA's annotations")
     part = pd.read_csv(part_file, sep=r"\s+", header=None, names=["file", "split"], index_col=0)["split"]
     frame = attrs.join(part, how="inner")
-    _check_memory(frame, limit, image_size, "celeba")
+    frame["row"] = np.arange(len(frame))
+    options = dict(image_size=image_size, normalize=normalize, resize=resize, augment=augment, cache=cache,
+                   workers=workers)
     splits = {}
     for code, split in SPLIT_CODES.items():
         rows = _subsample(frame[frame["split"] == code], limit, seed)
         if rows.empty:
             continue
         splits[split] = GroupedDataset(
-            x=_images(root / "img_align_celeba", pd.Series(rows.index), image_size),
+            x=_inputs(root / "img_align_celeba", pd.Series(rows.index), rows["row"].to_numpy(), split,
+                      part_file, "celeba", options, data_dir, seed),
             y=rows[target].to_numpy(), a=rows[spurious].to_numpy(),
             class_names=(f"not {target}", target), attr_names=(f"not {spurious}", spurious),
-            metadata=rows.drop(columns=["split"]).reset_index(names="file"), split=split)
+            metadata=rows.drop(columns=["split", "row"]).reset_index(names="file"), split=split)
     return DatasetSplits(splits, name="celeba")

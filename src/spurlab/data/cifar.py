@@ -32,6 +32,7 @@ from spurlab.data.images import build_image_splits
 from spurlab.data.dataset_registry import register_dataset, register_preset
 from spurlab.data.safe_pickle import load_plain_pickle
 from spurlab.errors import DataNotFoundError, SpurlabError
+from spurlab.params import Options, probability
 from spurlab.utils import check_probability
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -330,7 +331,8 @@ def _check_injection_options(options: dict[str, Any]) -> None:
 
 
 @register_dataset("cifar10", "CIFAR-10 (binary or Python layout) under the data dir; classes='3/8' for "
-                  "cats vs ships", kind="image", needs_files=True, extra_params=inj.INJECTION_OPTIONS)
+                  "cats vs ships", kind="image", needs_files=True, extra_params=inj.INJECTION_OPTIONS,
+                  constraints={**inj.IMAGE_CONSTRAINTS, "layout": Options(*LAYOUTS)}, requires=inj.IMAGE_REQUIRES)
 def build_cifar10(data_dir: Path, classes: str | None = None, spurious: str | None = None, p: float = 0.95,
                   val_correlation: float | str = "balanced", test_correlation: float | str = "balanced",
                   magnitude: float = 1.0, val_fraction: float = 0.1, n_train: int | None = None,
@@ -351,7 +353,10 @@ def build_cifar10(data_dir: Path, classes: str | None = None, spurious: str | No
 
 @register_dataset("cifar100", "CIFAR-100 (binary or Python layout): 100 fine or 20 coarse labels; optionally "
                   "one subclass per superclass cut to a fraction (failure-directions)", kind="image",
-                  needs_files=True, extra_params=inj.INJECTION_OPTIONS)
+                  needs_files=True, extra_params=inj.INJECTION_OPTIONS,
+                  constraints={**inj.IMAGE_CONSTRAINTS, "layout": Options(*LAYOUTS),
+                               "labels": Options("fine", "coarse"), "subclass_fraction": probability(closed="left")},
+                  requires={**inj.IMAGE_REQUIRES, "subclass_fraction": "reduced_subclasses"})
 def build_cifar100(data_dir: Path, labels: str = "fine", classes: str | None = None,
                    reduced_subclasses: str | None = None, subclass_fraction: float = 0.25,
                    spurious: str | None = None, p: float = 0.95, val_correlation: float | str = "balanced",

@@ -10,6 +10,7 @@ from typing import Any
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.params import Constraint, check_params, check_requires, check_size
 from spurlab.registry import Registry
 
 DEFAULT_DATA_DIR = Path("~/.cache/spurlab")
@@ -31,6 +32,19 @@ class DatasetEntry:
     needs_files: bool = False
     defaults: dict[str, Any] | None = None  # preset parameters layered over the builder's
     extra_params: tuple[str, ...] = ()  # accepted through the builder's **kwargs
+    constraints: dict[str, Constraint] | None = None  # what each parameter accepts (spurlab.params)
+    requires: dict[str, str] | None = None  # parameter -> the parameter without which it has no effect
+    size: Callable[[dict[str, Any]], float] | None = None  # bytes the parameters would allocate
+
+    def _check_params(self, given: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+        """Declared constraints, ignored parameters and the memory estimate, before the builder runs."""
+        owner = f"dataset {self.name!r}"
+        merged = check_params(owner, self.constraints or {}, merged)
+        check_requires(owner, self.requires or {}, given, merged)
+        if self.size is not None:
+            check_size(f"{owner} with these parameters", self.size({**self.parameters(), **merged}),
+                       hint="use smaller sizes (see `spurlab datasets show NAME`)")
+        return merged
 
     def parameters(self) -> dict[str, Any]:
         """Parameter names and defaults (the preset's overrides applied)."""
@@ -51,7 +65,7 @@ class DatasetEntry:
                 f"dataset {self.name!r} has no parameter(s) {', '.join(unknown)}",
                 hint=f"its parameters: {', '.join(known) or '(none)'}",
             )
-        merged = {**(self.defaults or {}), **params}
+        merged = self._check_params(params, {**(self.defaults or {}), **params})
         kwargs: dict[str, Any] = {k: v for k, v in merged.items()
                                   if not (k in self.extra_params and v is None)}
         sig = inspect.signature(self.builder).parameters
@@ -74,11 +88,18 @@ DATASETS: Registry[DatasetEntry] = Registry(
 
 
 def register_dataset(name: str, summary: str, kind: str, needs_files: bool = False,
-                     defaults: dict[str, Any] | None = None, extra_params: tuple[str, ...] = ()):
-    """Decorator registering a builder ``f(**params, data_dir=, seed=) -> DatasetSplits``."""
+                     defaults: dict[str, Any] | None = None, extra_params: tuple[str, ...] = (),
+                     constraints: dict[str, Constraint] | None = None, requires: dict[str, str] | None = None,
+                     size: Callable[[dict[str, Any]], float] | None = None):
+    """Decorator registering a builder ``f(**params, data_dir=, seed=) -> DatasetSplits``.
+
+    ``constraints`` declares what each parameter accepts, ``requires`` the parameters that act only when another
+    is set, ``size`` an estimate in bytes of what the parameters allocate (refused above the memory limit).
+    """
 
     def decorate(builder: Callable[..., DatasetSplits]):
-        entry = DatasetEntry(name, builder, summary, kind, needs_files, defaults, extra_params)
+        entry = DatasetEntry(name, builder, summary, kind, needs_files, defaults, extra_params, constraints,
+                             requires, size)
         DATASETS.add(name, entry, origin=builder.__module__)
         return builder
 
@@ -89,7 +110,8 @@ def register_preset(name: str, base: str, summary: str, **defaults: Any) -> None
     """Register ``name`` as ``base`` with some parameters preset."""
     entry = DATASETS.get(base, load=False)
     preset = DatasetEntry(name, entry.builder, summary, entry.kind, entry.needs_files,
-                          {**(entry.defaults or {}), **defaults}, entry.extra_params)
+                          {**(entry.defaults or {}), **defaults}, entry.extra_params, entry.constraints,
+                          entry.requires, entry.size)
     DATASETS.add(name, preset, origin=entry.builder.__module__)
 
 

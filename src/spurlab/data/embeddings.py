@@ -18,6 +18,7 @@ from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.images import SPLIT_CODES_BY_NAME
 from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import DataNotFoundError, SpurlabError
+from spurlab.params import PathArg, optional
 from spurlab.utils import check_finite, check_labels, check_same_length
 
 RESERVED = {"embeddings", "labels", "predictions", "groups", "spurious", "split", "class_names"}
@@ -107,7 +108,8 @@ def splits_from_arrays(data: dict[str, Any], name: str = "embeddings") -> Datase
 
 
 @register_dataset("embeddings", "your own embeddings file (.npz/.parquet): embeddings, labels, "
-                  "optional predictions, groups, spurious, split", kind="file", needs_files=True)
+                  "optional predictions, groups, spurious, split", kind="file", needs_files=True,
+                  constraints={"path": optional(PathArg())})
 def build_embeddings(path: str | None = None) -> DatasetSplits:
     if path is None:
         raise SpurlabError("the embeddings dataset needs a file", hint="pass path=FILE (--set path=FILE)")

@@ -266,7 +266,8 @@ def _as_nchw(images: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ registered datasets
 @register_dataset("digits", "scikit-learn's 8x8 digits (1 797 images, no files needed); "
-                  "the embedded default", kind="image", extra_params=inj.INJECTION_OPTIONS)
+                  "the embedded default", kind="image", extra_params=inj.INJECTION_OPTIONS,
+                  constraints=inj.IMAGE_CONSTRAINTS, requires=inj.IMAGE_REQUIRES)
 def build_digits(classes: str | None = None, spurious: str | None = None, p: float = 0.95,
                  val_correlation: float | str = "balanced", test_correlation: float | str = "balanced",
                  magnitude: float = 1.0, val_fraction: float = 0.2, test_fraction: float = 0.3,
@@ -299,10 +300,11 @@ def _idx_builder(folder: str, class_names: tuple[str, ...], name: str):
 
 
 register_dataset("mnist", "MNIST from IDX files (torchvision layout) under the data dir", kind="image",
-                 needs_files=True, extra_params=inj.INJECTION_OPTIONS)(_idx_builder("MNIST", MNIST_CLASSES, "mnist"))
+                 needs_files=True, extra_params=inj.INJECTION_OPTIONS, constraints=inj.IMAGE_CONSTRAINTS,
+                 requires=inj.IMAGE_REQUIRES)(_idx_builder("MNIST", MNIST_CLASSES, "mnist"))
 register_dataset("fashion-mnist", "Fashion-MNIST from IDX files (torchvision layout) under the data dir",
-                 kind="image", needs_files=True,
-                 extra_params=inj.INJECTION_OPTIONS)(_idx_builder("FashionMNIST", FASHION_CLASSES, "fashion-mnist"))
+                 kind="image", needs_files=True, extra_params=inj.INJECTION_OPTIONS, constraints=inj.IMAGE_CONSTRAINTS,
+                 requires=inj.IMAGE_REQUIRES)(_idx_builder("FashionMNIST", FASHION_CLASSES, "fashion-mnist"))
 
 register_preset("binary-mnist", "mnist", "Binary-MNIST: digits 0-4 vs 5-9", classes="0-4/5-9")
 register_preset("mnist-1v7", "mnist", "MNIST 1 vs 7 (spurious-memorization's image task)", classes="1/7")

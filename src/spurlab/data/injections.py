@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.params import AnyOf, Boolean, Interval, Options, optional, positive_int, probability
 from spurlab.utils import check_probability
 
 # Distinct RGB colours; attribute c uses PALETTE[c].
@@ -220,6 +221,27 @@ INJECTIONS: dict[str, Callable[..., np.ndarray]] = {
 }
 # Options of the drawing functions that image datasets pass through.
 INJECTION_OPTIONS = ("colours", "patch_size", "line_width", "pad_width", "frame_width", "zero_core")
+# What the image datasets' parameters accept, and those that act only with a spurious injection.
+CORRELATION = AnyOf(probability(), Options("same", "reversed", "balanced"))
+IMAGE_CONSTRAINTS = {
+    "spurious": optional(Options(*INJECTIONS)),
+    "p": probability(closed="neither"),
+    "val_correlation": CORRELATION,
+    "test_correlation": CORRELATION,
+    "magnitude": Interval(float, 0, None),
+    "val_fraction": Interval(float, 0, 1, closed="left"),
+    "test_fraction": probability(closed="neither"),
+    "n_train": optional(positive_int()),
+    "n_test": optional(positive_int()),
+    "download": Boolean(),
+    "patch_size": optional(positive_int()),
+    "line_width": optional(positive_int()),
+    "pad_width": optional(Interval(int, 0, 10_000)),
+    "frame_width": optional(Interval(int, 0, 10_000)),
+    "zero_core": optional(Boolean()),
+}
+IMAGE_REQUIRES = {name: "spurious" for name in ("p", "val_correlation", "test_correlation", "magnitude",
+                                                 *INJECTION_OPTIONS)}
 # Injections whose spurious feature does not depend on an attribute.
 ATTRIBUTE_FREE = {"noise_frame"}
 

@@ -19,6 +19,7 @@ import numpy as np
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, footprint, optional, positive_int, probability
 from spurlab.utils import check_probability
 
 SIGNED_NAMES = ("-1", "+1")
@@ -115,7 +116,14 @@ def _linear_skew_split(data: LinearSkewData, name: str) -> GroupedDataset:
 
 
 @register_dataset("linear-skew", "ood-failure-modes easy-to-learn linear task with geometric (n_min) "
-                  "or statistical (duplicate_p) skew", kind="synthetic")
+                  "or statistical (duplicate_p) skew", kind="synthetic",
+                  constraints={"n_maj": Interval(int, 0, None), "n_min": Interval(int, 0, None),
+                               "p": optional(probability()), "n": optional(positive_int()),
+                               "duplicate_p": optional(probability(closed="neither")), "D": Interval(int, 2, None),
+                               "margin": Interval(float, 0, None, closed="neither"),
+                               "B": Interval(float, 0, None, closed="neither"), "n_test": positive_int()},
+                  requires={"n": "p"},
+                  size=footprint(lambda q: (q["n"] or q["n_maj"] + q["n_min"]) + 2 * q["n_test"], "D"))
 def build_linear_skew(n_maj: int = 500, n_min: int = 20, p: float | None = None, n: int | None = None,
                       duplicate_p: float | None = None, D: int = 1000, margin: float = 0.1, B: float = 1.0,
                       n_test: int = 1000, seed: int = 0) -> DatasetSplits:
@@ -195,7 +203,12 @@ def structured_features(n: int = 1000, d_core: int = 32, d_bg: int = 32, d_in: i
 
 
 @register_dataset("structured-features", "feature-contamination core + label-uncorrelated background "
-                  "features in R^d_in; test_ood shifts the background", kind="synthetic")
+                  "features in R^d_in; test_ood shifts the background", kind="synthetic",
+                  constraints={"n": positive_int(), "n_test": positive_int(), "d_core": positive_int(),
+                               "d_bg": positive_int(), "d_in": positive_int(), "core": Options("linear", "nonlinear"),
+                               "shift_scale": Interval(float)},
+                  size=footprint(lambda q: 3 * (q["n"] + 2 * q["n_test"]),
+                                 lambda q: q["d_in"] + q["d_core"] + q["d_bg"]))
 def build_structured_features(n: int = 1000, n_test: int = 1000, d_core: int = 32, d_bg: int = 32,
                               d_in: int = 256, core: str = "linear", shift_scale: float = 1.0,
                               seed: int = 0) -> DatasetSplits:
@@ -264,7 +277,10 @@ def spurious_query(data: CoreSpuriousData, mode: str = "fresh", seed: int = 0) -
 
 
 @register_dataset("gaussian-core-spurious", "spurious-memorization Gaussian core + independent "
-                  "spurious part; spurious_query keeps s and redraws the core", kind="synthetic")
+                  "spurious part; spurious_query keeps s and redraws the core", kind="synthetic",
+                  constraints={"n": positive_int(), "n_test": positive_int(), "d": Interval(int, 2, None),
+                               "alpha": probability(closed="neither"), "query": Options("fresh", "zero")},
+                  size=footprint(lambda q: 2 * (2 * q["n"] + q["n_test"]), "d"))
 def build_gaussian_core_spurious(n: int = 100, n_test: int = 1000, d: int = 1000, alpha: float = 0.5,
                                  query: str = "fresh", seed: int = 0) -> DatasetSplits:
     """Splits ``train``, ``test`` and ``spurious_query`` (the train points with the core redrawn)."""
