@@ -24,7 +24,6 @@ import torch
 
 from benchmarks._timing import machine_line, median_time, synchronize
 from spurlab.models import make_model
-from spurlab.models.convnets import build_image_model
 from spurlab.models.editing import Intervention
 from spurlab.models.batched_edits import evaluate_interventions
 from spurlab.models.units import CriticalUnits
@@ -104,7 +103,7 @@ def main() -> None:
     torch.manual_seed(0)
     rows = bench_all_channels("SmallCNN(16,32,64)", make_model("cnn", (3, 28, 28), 2, seed=0), args.n_eval,
                               args.repeats, device)
-    rows += bench_all_channels("FlatCNN(8,16) [study default]", build_image_model("flatcnn", (3, 28, 28), 2),
+    rows += bench_all_channels("FlatCNN(8,16) [study default]", make_model("flatcnn", (3, 28, 28), 2),
                                args.n_eval, args.repeats, device)
     sweep_row, _ = bench_sweep(args.sweep_eval, args.loop_sample, device)
     rows.append(sweep_row)

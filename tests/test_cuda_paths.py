@@ -28,7 +28,6 @@ from spurlab.data.dataset_registry import load_splits
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query, structured_features
 from spurlab.models import make_model, penultimate_features
 from spurlab.models.batched_edits import choose_strategy
-from spurlab.models.convnets import build_image_model
 from spurlab.models.editing import plan_edits
 from spurlab.models.batched_edits import evaluate_interventions
 from spurlab.models.features import NTKFeatures, RandomFeatures
@@ -299,7 +298,7 @@ def test_groupdro_resolves_an_auto_device(digits):
 def flatcnn(digits):
     """A FlatCNN trained for two epochs on the CPU (the same weights are then copied to each device)."""
     train = digits["train"]
-    model = build_image_model("flatcnn", train.input_shape, 2, seed=0, channels=(8, 16))
+    model = make_model("flatcnn", train.input_shape, 2, seed=0, channels=(8, 16))
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     fit(model, train.x, train.y, TrainConfig(epochs=2, lr=3e-3, batch_size=32, seed=0, device="cpu"))
     return model, init

@@ -288,7 +288,7 @@ def test_efficientnet_lite0_has_real_imagenet_weights():
 
 def test_penultimate_embedder_matches_the_model_features(planted):
     from spurlab.models.embedders import PenultimateEmbedder, get_embedder
-    from spurlab.models.nets import make_model
+    from spurlab.models import make_model
 
     model = make_model("mlp", (3, 8, 8), 2, seed=0, hidden=(16,))
     x = np.random.default_rng(0).random((5, 3, 8, 8)).astype(np.float32)

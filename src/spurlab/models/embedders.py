@@ -82,15 +82,15 @@ class PenultimateEmbedder:
     name = "penultimate"
 
     def __init__(self, model: torch.nn.Module, batch_size: int = 512, device: str = "auto"):
-        if not hasattr(model, "features"):
-            raise SpurlabError(f"{type(model).__name__} has no features() method",
-                               hint="use a spurlab model (MLP, SmallCNN) or pass embeddings you computed")
+        from spurlab.models.penultimate import check_features
+
+        check_features(model)
         self.model = model
         self.batch_size = batch_size
         self.device = device
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        from spurlab.models.nets import penultimate_features
+        from spurlab.models.penultimate import penultimate_features
 
         device = resolve_device(self.device)
         return penultimate_features(self.model, np.asarray(images, dtype=np.float32), self.batch_size, device)

@@ -1,4 +1,5 @@
-"""Small networks for images and vectors, each exposing ``features(x)`` (penultimate layer)."""
+"""Small networks for images and vectors, each exposing ``features(x)`` (penultimate layer) and ``head``;
+registered as ``linear``, ``mlp`` and ``cnn`` in the models registry."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from spurlab.errors import UnknownNameError
+from spurlab.models.model_registry import no_pretrained_weights, register_model
 
 
 class MLP(nn.Module):
@@ -51,31 +52,20 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def make_model(name: str, input_shape: tuple[int, ...], n_classes: int, seed: int = 0, **kwargs) -> nn.Module:
-    """``linear``, ``mlp`` or ``cnn`` for inputs of ``input_shape`` (without the batch axis)."""
-    torch.manual_seed(seed)
-    n_in = int(math.prod(input_shape))
-    if name == "linear":
-        return MLP(n_in, n_classes, hidden=())
-    if name == "mlp":
-        return MLP(n_in, n_classes, hidden=tuple(kwargs.get("hidden", (256, 128))))
-    if name == "cnn":
-        if len(input_shape) != 3:
-            raise ValueError(f"cnn needs image inputs (C, H, W), got {input_shape}")
-        return SmallCNN(input_shape[0], n_classes, channels=tuple(kwargs.get("channels", (16, 32, 64))))
-    raise UnknownNameError("model", name, ["linear", "mlp", "cnn"])
+@register_model("linear", "a linear classifier on the flattened inputs")
+def build_linear(input_shape, n_classes, pretrained=False):
+    no_pretrained_weights("linear", pretrained)
+    return MLP(int(math.prod(input_shape)), n_classes, hidden=())
 
 
-@torch.no_grad()
-def penultimate_features(model: nn.Module, x, batch_size: int = 512, device: str = "cpu"):
-    """The model's ``features(x)`` (its penultimate layer) as a numpy array."""
-    import numpy as np
+@register_model("mlp", "fully connected ReLU network on the flattened inputs (option hidden)")
+def build_mlp(input_shape, n_classes, pretrained=False, hidden=(256, 128)):
+    no_pretrained_weights("mlp", pretrained)
+    return MLP(int(math.prod(input_shape)), n_classes, hidden=tuple(int(h) for h in hidden))
 
-    if not hasattr(model, "features"):
-        raise TypeError(f"{type(model).__name__} has no features() method; wrap it or pass embeddings")
-    model.eval().to(device)
-    out = []
-    for start in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
-        out.append(model.features(xb).cpu().numpy())
-    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+@register_model("cnn", "small CNN: 3x3 conv-ReLU blocks, max-pool, global average pooling (option channels)",
+                inputs="images")
+def build_cnn(input_shape, n_classes, pretrained=False, channels=(16, 32, 64)):
+    no_pretrained_weights("cnn", pretrained)
+    return SmallCNN(input_shape[0], n_classes, channels=tuple(int(c) for c in channels))

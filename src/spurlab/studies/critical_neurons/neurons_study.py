@@ -22,7 +22,7 @@ from spurlab import metrics
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import get_entry, load_splits, resolve_data_dir
 from spurlab.errors import DataNotFoundError, SpurlabError
-from spurlab.models.convnets import build_image_model
+from spurlab.models import as_model_spec, make_model
 from spurlab.models.editing import MODES
 from spurlab.probes.neurons import find_critical_units
 from spurlab.probes.unit_evidence import UnitSet, group_accuracies_of, minority_contrast, unit_evidence
@@ -163,11 +163,14 @@ def minority_of(ds: GroupedDataset) -> list[int]:
 
 
 def make_network(cfg: dict[str, Any], train: GroupedDataset, seed: int):
-    name = cfg["model"]
-    if name == "auto":
-        name = "flatcnn" if train.x.shape[-1] <= 32 else "resnet"
-    return build_image_model(name, train.input_shape, train.n_classes, seed=seed,
-                             channels=tuple(int(c) for c in cfg["channels"]) or None)
+    """``cfg["model"]``: a registered name (``auto``: flatcnn up to 32 px, else resnet), a factory,
+    a ModelSpec or your own nn.Module (a copy of it is trained)."""
+    model = cfg["model"]
+    if not isinstance(model, str):
+        return as_model_spec(model).build(train.input_shape, train.n_classes, seed=seed)
+    name = ("flatcnn" if train.x.shape[-1] <= 32 else "resnet") if model == "auto" else model
+    return make_model(name, train.input_shape, train.n_classes, seed=seed,
+                      channels=tuple(int(c) for c in cfg["channels"]) or None)
 
 
 def train_erm(cfg: dict[str, Any], train: GroupedDataset, seed: int, device: str) -> dict[str, Any]:

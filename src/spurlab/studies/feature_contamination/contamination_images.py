@@ -27,7 +27,7 @@ import numpy as np
 from spurlab.data.injections import BRICK_RED, PALETTE, inject, pad_constant, to_rgb
 from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.errors import SpurlabError
-from spurlab.models.nets import make_model
+from spurlab.models import make_model
 from spurlab.probes.contamination import (background_probe_accuracy, background_variance_share, border_mask,
                                           colour_response, first_layer)
 from spurlab.studies.study_base import StudyContext, StudyResult

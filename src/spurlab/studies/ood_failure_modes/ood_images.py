@@ -28,7 +28,7 @@ from spurlab.data import injections as inj
 from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.data.synthetic import duplication_counts
 from spurlab.errors import SpurlabError
-from spurlab.models.nets import make_model
+from spurlab.models import make_model
 from spurlab.train.trainer import TrainConfig, fit, predict
 
 IMAGE_MODES = ("geometric", "statistical", "norm")

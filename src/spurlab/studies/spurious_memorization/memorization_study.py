@@ -31,7 +31,7 @@ from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query
 from spurlab.errors import SpurlabError
 from spurlab.models.features import make_feature_map
-from spurlab.models.nets import make_model
+from spurlab.models import make_model
 from spurlab.probes.memorization import gammas, solve_memorization
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.spurious_memorization.memorization_figures import add_figures, headline_table

@@ -161,7 +161,7 @@ class Retrainer:
     model_options: dict | None = None  # e.g. {"hidden": (128,)} for the MLP
 
     def train(self, x: np.ndarray, y: np.ndarray, n_classes: int, sample_weights=None, seed_offset: int = 0):
-        from spurlab.models.nets import make_model
+        from spurlab.models import make_model
 
         cfg = self.config or TrainConfig()
         cfg = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + seed_offset})
