@@ -1,8 +1,8 @@
 """Image networks for the memorization studies: a flatten-head CNN and a small ResNet.
 
 Both expose ``features(x)`` (the penultimate layer) and ``head`` like the nets in
-:mod:`spurlab.models.nets`. :func:`build_image_model` also reaches torchvision's
-ResNets when torchvision is installed (it is optional and imported lazily).
+:mod:`spurlab.models.nets`; they are registered as ``flatcnn`` and ``resnet`` in the
+models registry (:mod:`spurlab.models.model_registry`).
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import math
 import torch
 from torch import nn
 
-from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.errors import SpurlabError
+from spurlab.models.model_registry import no_pretrained_weights, register_model
 
 IMAGE_MODELS = ("flatcnn", "cnn", "resnet", "torchvision:resnet18", "torchvision:resnet50")
 
@@ -82,52 +83,25 @@ class SmallResNet(nn.Module):
         return self.head(self.features(x))
 
 
-class _TorchvisionResNet(nn.Module):
-    """torchvision's ResNet with ``features``/``head`` split off its ``fc``."""
-
-    def __init__(self, net: nn.Module, n_classes: int):
-        super().__init__()
-        self.head = nn.Linear(net.fc.in_features, n_classes)
-        net.fc = nn.Identity()
-        self.net = net
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+@register_model("flatcnn", "conv-pool blocks and a dense layer on the flattened map (options channels, hidden)",
+                inputs="images")
+def build_flatcnn(input_shape, n_classes, pretrained=False, channels=(8, 16), hidden=64):
+    no_pretrained_weights("flatcnn", pretrained)
+    return FlatCNN(tuple(input_shape), n_classes, channels=tuple(int(c) for c in channels), hidden=int(hidden))
 
 
-def torchvision_resnet(name: str, n_classes: int, pretrained: bool = False) -> nn.Module:
-    try:
-        import torchvision
-    except ImportError:
-        raise SpurlabError(f"model {name!r} needs torchvision, which is not installed",
-                           hint="pip install torchvision, or use model=resnet (spurlab's own small ResNet)") from None
-    arch = name.split(":", 1)[1]
-    if not hasattr(torchvision.models, arch):
-        raise SpurlabError(f"torchvision has no model {arch!r}")
-    weights = "DEFAULT" if pretrained else None
-    return _TorchvisionResNet(getattr(torchvision.models, arch)(weights=weights), n_classes)
+@register_model("lenet", "LeNet-5 as in SpuCo: two 5x5 conv + pool blocks, 120 and 84 ReLU units (84 features)",
+                inputs="images")
+def build_lenet(input_shape, n_classes, pretrained=False):
+    no_pretrained_weights("lenet", pretrained)
+    return LeNet(tuple(input_shape), n_classes)
 
 
-def build_image_model(name: str, input_shape: tuple[int, ...], n_classes: int, seed: int = 0,
-                      channels: tuple[int, ...] | None = None, pretrained: bool = False) -> nn.Module:
-    """``flatcnn``, ``cnn`` (spurlab's SmallCNN), ``resnet`` or ``torchvision:<arch>`` for images (C, H, W)."""
-    if len(input_shape) != 3:
-        raise SpurlabError(f"image models need inputs (C, H, W), got {input_shape}")
-    torch.manual_seed(seed)
-    if name == "flatcnn":
-        return FlatCNN(tuple(input_shape), n_classes, channels=tuple(channels or (8, 16)))
-    if name == "cnn":
-        from spurlab.models.nets import make_model
-
-        return make_model("cnn", tuple(input_shape), n_classes, seed=seed, channels=tuple(channels or (16, 32, 64)))
-    if name == "resnet":
-        return SmallResNet(input_shape[0], n_classes, widths=tuple(channels or (32, 64, 128, 256)))
-    if name.startswith("torchvision:"):
-        return torchvision_resnet(name, n_classes, pretrained)
-    raise UnknownNameError("image model", name, list(IMAGE_MODELS))
+@register_model("resnet", "spurlab's small ResNet, one basic block per stage (option channels: stage widths)",
+                inputs="images")
+def build_resnet(input_shape, n_classes, pretrained=False, channels=(32, 64, 128, 256)):
+    no_pretrained_weights("resnet", pretrained)
+    return SmallResNet(input_shape[0], n_classes, widths=tuple(int(c) for c in channels))
 
 
 def n_parameters(model: nn.Module) -> int:
