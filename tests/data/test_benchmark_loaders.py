@@ -120,18 +120,17 @@ def test_celeba_missing_or_damaged_files(celeba, tmp_path):
         load_splits("celeba", data_dir=tmp_path)
 
 
-def test_splits_too_big_for_memory_are_refused_before_decoding(celeba, waterbirds, monkeypatch):
-    import spurlab.data.benchmarks as loaders
+def test_splits_are_decoded_per_batch_and_never_whole(celeba, waterbirds, monkeypatch):
+    import spurlab.data.lazy_images as lazy
 
+    for name, root in (("celeba", celeba.data_dir), ("waterbirds", waterbirds.data_dir)):
+        train = load_splits(name, data_dir=root, image_size=8)["train"]
+        assert train.is_lazy and train.x.stats.decoded == 0  # nothing decoded at load time
+        assert train.x[:3].shape == (3, 3, 8, 8) and train.x.stats.decoded == 3
     one_image = 3 * 8 * 8 * 4
-    monkeypatch.setattr(loaders, "available_memory_bytes", lambda: 6 * one_image / 0.8)  # 6 images fit
-    with monkeypatch.context() as patch:
-        decoded = []
-        patch.setattr(loaders, "load_image", lambda *args: decoded.append(args))
-        for name, root in (("celeba", celeba.data_dir), ("waterbirds", waterbirds.data_dir)):
-            with pytest.raises(SpurlabError, match=f"{name}: .* images of 8x8 need") as info:
-                load_splits(name, data_dir=root, image_size=8)
-            assert "limit=" in str(info.value)
-        assert decoded == []
-    splits = load_splits("celeba", data_dir=celeba.data_dir, image_size=8, limit=2)  # 3 splits x 2 fit
+    monkeypatch.setattr(lazy, "available_memory_bytes", lambda: 6 * one_image / 0.8)  # 6 images fit
+    with pytest.raises(SpurlabError, match="materializing .* images as float32 needs") as info:
+        np.asarray(train.x)
+    assert "per batch" in str(info.value) and train.x.stats.decoded == 3
+    splits = load_splits("celeba", data_dir=celeba.data_dir, image_size=8, limit=2)
     assert [len(splits[s]) for s in ("train", "val", "test")] == [2, 2, 2]

@@ -21,10 +21,11 @@ import pandas as pd
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import DataNotFoundError, SpurlabError
-from spurlab.params import Interval, Text, optional, positive_int
+from spurlab.params import Text
 
 from spurlab.data.images import SPLIT_CODES_BY_NAME
-from spurlab.data.lazy_images import ImageTransform, LazyImages, cache_folder, lazy_split_inputs
+from spurlab.data.lazy_images import (FILE_IMAGE_CONSTRAINTS, ImageTransform, LazyImages, cache_folder,
+                                      lazy_split_inputs)
 
 SPLIT_CODES = {v: k for k, v in SPLIT_CODES_BY_NAME.items()}
 WATERBIRDS_DIRS = ("waterbirds_v1.0", "waterbird_complete95_forest2water2", "waterbirds")
@@ -43,7 +44,7 @@ def _inputs(root: Path, names: pd.Series, rows: np.ndarray, split: str, source: 
     cache, workers = cache_folder(opts.pop("cache"), data_dir), opts.pop("workers")
     augment = bool(opts.pop("augment")) and split == "train"
     transform = ImageTransform(int(opts.pop("image_size")), augment=augment, seed=seed, **opts)
-    return lazy_split_inputs([str(root / name) for name in names], rows, transform, cache, str(source),
+    return lazy_split_inputs([str(root / name) for name in names], rows + 1, transform, cache, str(source),
                              label=f"{dataset}-{split}", workers=workers)
 
 
@@ -61,7 +62,7 @@ def find_waterbirds(data_dir: Path) -> Path:
 
 @register_dataset("waterbirds", "Waterbirds (WILDS layout): bird type with land/water backgrounds",
                   kind="benchmark", needs_files=True,
-                  constraints={"image_size": Interval(int, 8, 1024), "limit": optional(positive_int())})
+                  constraints=FILE_IMAGE_CONSTRAINTS)
 def build_waterbirds(data_dir: Path, image_size: int = 64, limit: int | None = None, normalize: str = "none",
                      resize: str = "squash", augment: bool = False, cache: str | None = None,
                      workers: int | None = None, seed: int = 0) -> DatasetSplits:
@@ -121,8 +122,7 @@ def find_celeba(data_dir: Path) -> Path:
 
 @register_dataset("celeba", "CelebA attributes: target and spurious attribute by name "
                   "(default Blond_Hair x Male)", kind="benchmark", needs_files=True,
-                  constraints={"target": Text(), "spurious": Text(), "image_size": Interval(int, 8, 1024),
-                               "limit": optional(positive_int())})
+                  constraints={"target": Text(), "spurious": Text(), **FILE_IMAGE_CONSTRAINTS})
 def build_celeba(data_dir: Path, target: str = "Blond_Hair", spurious: str = "Male", image_size: int = 64,
                  limit: int | None = None, normalize: str = "none", resize: str = "squash", augment: bool = False,
                  cache: str | None = None, workers: int | None = None, seed: int = 0) -> DatasetSplits:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from spurlab.errors import DataNotFoundError, SpurlabError
+from spurlab.params import Boolean, Interval, Options, Text, optional, positive_int
 from spurlab.utils import available_memory_bytes
 
 # mean/std per channel applied to images in [0, 1]; "none" leaves them in [0, 1] (what spurlab's embedders expect)
@@ -41,6 +42,12 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = 
 }
 RESIZE_MODES = ("squash", "crop")
 MAX_WORKERS = 8
+# the parameters every dataset of image files takes (Waterbirds, CelebA, image-table)
+FILE_IMAGE_CONSTRAINTS = {
+    "image_size": Interval(int, 8, 1024), "limit": optional(positive_int()), "normalize": Options(*NORMALIZATIONS),
+    "resize": Options(*RESIZE_MODES), "augment": Boolean(), "cache": optional(Text()),
+    "workers": optional(positive_int(256)),
+}
 
 
 def default_workers() -> int:
@@ -344,8 +351,9 @@ class UInt8Images(LazyArray):
 class LazyImages(LazyArray):
     """Image files decoded on demand into float32 (N, 3, S, S) batches.
 
-    ``files`` are full paths; ``rows`` (optional) the table rows they came from and ``source`` the
-    table, both only for error messages. ``cache_dir`` turns on the decoded uint8 cache.
+    ``files`` are full paths; ``source_rows`` (optional) the table rows they came from (counted from 1
+    after any header line) and ``source`` the table, both only for error messages. ``cache_dir`` turns
+    on the decoded uint8 cache.
     """
 
     def __init__(self, files: Sequence[str | os.PathLike], transform: ImageTransform | None = None,
