@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.params import AnyOf, Interval, Options, positive_int
 from spurlab.models import penultimate_features
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
@@ -99,22 +100,15 @@ class DFR(Method):
     reference = "Kirichenko, Izmailov, Wilson, ICLR 2023 (arXiv 2204.02937)"
     needs_groups = ("val",)  # with the default balance="group"
     extra_space = {
-        "C": Hparam("tune", choice(["tune"]), "L1 inverse strength, or 'tune': best of C_GRID on half of val"),
-        "n_draws": Hparam(10, choice([5, 10, 20]), "balanced subsamples averaged per fit"),
-        "balance": Hparam("group", choice(["group"]), "balance groups (needs val group labels) or classes"),
+        "C": Hparam("tune", choice(["tune"]), "L1 inverse strength, or 'tune': best of C_GRID on half of val",
+                    AnyOf(Options("tune"), Interval(float, 0, None, closed="neither"))),
+        "n_draws": Hparam(10, choice([5, 10, 20]), "balanced subsamples averaged per fit", positive_int()),
+        "balance": Hparam("group", choice(["group"]), "balance groups (needs val group labels) or classes",
+                          Options("group", "class")),
     }
 
     def group_label_needs(self) -> tuple[str, ...]:
         return self.needs_groups if self.hparams.get("balance", "group") == "group" else ()
-
-    def check_hparams(self, hp: dict) -> None:
-        super().check_hparams(hp)
-        if hp["balance"] not in ("group", "class"):
-            raise SpurlabError(f"balance must be 'group' or 'class', got {hp['balance']!r}")
-        if hp["C"] != "tune" and not (isinstance(hp["C"], (int, float)) and hp["C"] > 0):
-            raise SpurlabError(f"C must be a positive number or 'tune', got {hp['C']!r}")
-        if int(hp["n_draws"]) < 1:
-            raise SpurlabError(f"n_draws must be at least 1, got {hp['n_draws']}")
 
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
         if val is None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, positive_int
 from spurlab.models import penultimate_features
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
@@ -42,23 +43,16 @@ class FailureDirectionUpweight(Method):
     extra_space = {
         "scheme": Hparam("balanced", choice(["flagged", "balanced", "soft"]),
                          "flagged: weight `upweight` for decision value <= 0; balanced: in each class, flagged "
-                         "and unflagged get equal mass; soft: extra weight grows with max(0, -decision value)"),
-        "upweight": Hparam(2.0, choice([2.0, 3.0, 5.0]), "weight of a flagged example (flagged, soft)"),
-        "base_epochs": Hparam(4, choice([2, 4, 8]), "epochs of the base model whose failures are distilled"),
+                         "and unflagged get equal mass; soft: extra weight grows with max(0, -decision value)",
+                         Options(*SCHEMES)),
+        "upweight": Hparam(2.0, choice([2.0, 3.0, 5.0]), "weight of a flagged example (flagged, soft)",
+                           Interval(float, 1, None)),
+        "base_epochs": Hparam(4, choice([2, 4, 8]), "epochs of the base model whose failures are distilled",
+                              positive_int()),
         "embedding": Hparam("penultimate", choice(["penultimate", "input"]),
-                            "penultimate: the base model's features; input: the flattened inputs"),
+                            "penultimate: the base model's features; input: the flattened inputs",
+                            Options("penultimate", "input")),
     }
-
-    def check_hparams(self, hp: dict) -> None:
-        super().check_hparams(hp)
-        if hp["scheme"] not in SCHEMES:
-            raise SpurlabError(f"scheme must be one of {', '.join(SCHEMES)}, got {hp['scheme']!r}")
-        if not hp["upweight"] >= 1:
-            raise SpurlabError(f"upweight must be at least 1, got {hp['upweight']}")
-        if int(hp["base_epochs"]) < 1:
-            raise SpurlabError(f"base_epochs must be at least 1, got {hp['base_epochs']}")
-        if hp["embedding"] not in ("penultimate", "input"):
-            raise SpurlabError(f"embedding must be 'penultimate' or 'input', got {hp['embedding']!r}")
 
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
         if val is None:

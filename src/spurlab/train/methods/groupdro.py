@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from spurlab.data.grouped import GroupedDataset
-from spurlab.errors import SpurlabError
+from spurlab.params import Interval
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
@@ -92,16 +92,11 @@ class GroupDRO(Method):
     reference = "Sagawa et al., ICLR 2020 (arXiv 1911.08731)"
     needs_groups = ("train",)
     extra_space = {
-        "eta": Hparam(0.1, log_uniform(-3, -0.5), "step size of the adversary's exponentiated-gradient update"),
-        "adjustment": Hparam(0.0, choice([0.0, 1.0, 2.0, 4.0]), "group adjustment C (adds C / sqrt(n_g))"),
+        "eta": Hparam(0.1, log_uniform(-3, -0.5), "step size of the adversary's exponentiated-gradient update",
+                      Interval(float, 0, None, closed="neither")),
+        "adjustment": Hparam(0.0, choice([0.0, 1.0, 2.0, 4.0]), "group adjustment C (adds C / sqrt(n_g))",
+                             Interval(float, 0, None)),
     }
-
-    def check_hparams(self, hp: dict) -> None:
-        super().check_hparams(hp)
-        if not hp["eta"] > 0:
-            raise SpurlabError(f"eta must be positive, got {hp['eta']}")
-        if hp["adjustment"] < 0:
-            raise SpurlabError(f"adjustment must be non-negative, got {hp['adjustment']}")
 
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
         model = self.new_model(train.input_shape)

@@ -13,15 +13,17 @@ from typing import Any
 import numpy as np
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Boolean, Constraint, Interval, Options, positive_int
 
 
 @dataclass(frozen=True)
 class Hparam:
-    """One hyper-parameter: its default, a seeded sampler and a one-line help."""
+    """One hyper-parameter: its default, a seeded sampler, a one-line help and what it accepts."""
 
     default: Any
     sample: Callable[[np.random.Generator], Any]
     help: str = ""
+    constraint: Constraint | None = None  # checked when the method is constructed (spurlab.params)
 
 
 def log_uniform(low_exp: float, high_exp: float) -> Callable[[np.random.Generator], float]:
@@ -40,10 +42,18 @@ def fixed(value: Any) -> Callable[[np.random.Generator], Any]:
 
 # Shared by every method that trains a network with the trainer's optimizer.
 OPTIMIZER_SPACE: dict[str, Hparam] = {
-    "lr": Hparam(1e-3, log_uniform(-4, -2.5), "learning rate (Adam)"),
-    "weight_decay": Hparam(0.0, choice([0.0, 1e-4, 1e-3, 1e-2]), "L2 weight decay"),
-    "batch_size": Hparam(64, choice([32, 64, 128]), "minibatch size"),
+    "lr": Hparam(1e-3, log_uniform(-4, -2.5), "learning rate", Interval(float, 0, None, closed="neither")),
+    "weight_decay": Hparam(0.0, choice([0.0, 1e-4, 1e-3, 1e-2]), "L2 weight decay", Interval(float, 0, None)),
+    "batch_size": Hparam(64, choice([32, 64, 128]), "minibatch size", positive_int()),
+    "optimizer": Hparam("adam", fixed("adam"), "adam, adamw or sgd (with momentum, nesterov)",
+                        Options("adam", "adamw", "sgd")),
+    "momentum": Hparam(0.9, fixed(0.9), "SGD momentum (sgd only)", Interval(float, 0, 1, closed="left")),
+    "nesterov": Hparam(False, fixed(False), "Nesterov momentum (sgd only)", Boolean()),
 }
+
+
+def space_constraints(space: dict[str, Hparam]) -> dict[str, Constraint]:
+    return {name: spec.constraint for name, spec in space.items() if spec.constraint is not None}
 
 
 def space_defaults(space: dict[str, Hparam]) -> dict[str, Any]:

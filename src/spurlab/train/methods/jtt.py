@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from spurlab.data.grouped import GroupedDataset
-from spurlab.errors import SpurlabError
+from spurlab.params import Options, positive_int
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
 from spurlab.train.trainer import predict
@@ -31,19 +31,12 @@ class JTT(Method):
     summary = "ERM for a few epochs, then retrain with its training errors upsampled lambda_up times"
     reference = "Liu et al., ICML 2021 (arXiv 2107.09044)"
     extra_space = {
-        "first_epochs": Hparam(4, choice([1, 2, 4, 8]), "epochs of the stage-one ERM model (T)"),
-        "lambda_up": Hparam(20, choice([5, 10, 20, 50]), "how many times an error-set example counts"),
-        "upweight": Hparam("upsample", choice(["upsample"]), "upsample (the paper) or loss (weighted loss)"),
+        "first_epochs": Hparam(4, choice([1, 2, 4, 8]), "epochs of the stage-one ERM model (T)", positive_int()),
+        "lambda_up": Hparam(20, choice([5, 10, 20, 50]), "how many times an error-set example counts",
+                            positive_int()),
+        "upweight": Hparam("upsample", choice(["upsample"]), "upsample (the paper) or loss (weighted loss)",
+                           Options("upsample", "loss")),
     }
-
-    def check_hparams(self, hp: dict) -> None:
-        super().check_hparams(hp)
-        if int(hp["first_epochs"]) < 1:
-            raise SpurlabError(f"first_epochs must be at least 1, got {hp['first_epochs']}")
-        if int(hp["lambda_up"]) < 1:
-            raise SpurlabError(f"lambda_up must be at least 1, got {hp['lambda_up']}")
-        if hp["upweight"] not in ("upsample", "loss"):
-            raise SpurlabError(f"upweight must be 'upsample' or 'loss', got {hp['upweight']!r}")
 
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
         hp = self.hparams_

@@ -23,13 +23,16 @@ from torch import nn
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.params import Interval, check_params, positive_int
 from spurlab.registry import Registry
-from spurlab.train.methods.hparams import OPTIMIZER_SPACE, Hparam, check_hparam_names, space_defaults
+from spurlab.train.methods.hparams import (OPTIMIZER_SPACE, Hparam, check_hparam_names, space_constraints,
+                                         space_defaults)
 from spurlab.train.methods.selection import EpochSelector, resolve_criterion
 from spurlab.train.trainer import TrainConfig, fit, predict_logits
 from spurlab.utils import resolve_device, seed_everything
 
 MODEL_NAMES = ("auto", "linear", "mlp", "cnn")
+SETTING_CONSTRAINTS = {"epochs": positive_int(), "seed": Interval(int, 0, None)}
 
 
 def resolve_model_name(model: str, input_shape: tuple[int, ...]) -> str:
@@ -59,12 +62,14 @@ class Method(ABC):
     def __init__(self, model: str = "auto", epochs: int = 20, selection: str = "auto", seed: int = 0,
                  device: str = "auto", **hparams: Any):
         check_hparam_names(self.name, self.hparam_space(), hparams)
+        settings = check_params(f"method {self.name!r}", SETTING_CONSTRAINTS, {"epochs": epochs, "seed": seed})
         self.model = model
-        self.epochs = epochs
+        self.epochs = settings["epochs"]
         self.selection = selection
-        self.seed = seed
+        self.seed = settings["seed"]
         self.device = device
-        self.hparams = dict(hparams)
+        self.hparams = check_params(f"method {self.name!r}", space_constraints(self.hparam_space()), hparams)
+        self.check_hparams({**space_defaults(self.hparam_space()), **self.hparams})  # fail here, not at fit
 
     # ------------------------------------------------------------ contract
     @classmethod
@@ -76,18 +81,14 @@ class Method(ABC):
         return self.needs_groups
 
     def check_hparams(self, hp: dict[str, Any]) -> None:
-        """Raise :class:`SpurlabError` on impossible values (subclasses extend it)."""
+        """Raise :class:`SpurlabError` on impossible values: the declared constraints (``Hparam.constraint``),
+        a number for every undeclared numeric one; subclasses add checks that span several values."""
+        check_params(f"method {self.name!r}", space_constraints(self.hparam_space()), hp)
         for name, spec in self.hparam_space().items():
             numeric_default = isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool)
             value = hp[name]
             if numeric_default and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
-                raise SpurlabError(f"hyper-parameter {name} of {self.name!r} must be a number, got {value!r}")
-        if not hp["lr"] > 0:
-            raise SpurlabError(f"lr must be positive, got {hp['lr']}")
-        if hp["weight_decay"] < 0:
-            raise SpurlabError(f"weight_decay must be non-negative, got {hp['weight_decay']}")
-        if int(hp["batch_size"]) < 1:
-            raise SpurlabError(f"batch_size must be at least 1, got {hp['batch_size']}")
+                raise SpurlabError(f"method {self.name!r}: hyper-parameter {name!r} must be a number, got {value!r}")
 
     @abstractmethod
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
