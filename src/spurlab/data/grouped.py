@@ -261,6 +261,30 @@ class DatasetSplits(Mapping[str, GroupedDataset]):
             ds.name, ds.split = name, split_name
             ds.params = dict(self.params)
 
+    @classmethod
+    def from_arrays(cls, x, y, *, attributes=None, groups=None, split=None, class_names=None, attr_names=None,
+                    metadata: pd.DataFrame | None = None, name: str = "arrays", seed: int = 0,
+                    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> DatasetSplits:
+        """Your own data as splits: inputs, labels, an optional spurious attribute (or group ids), split names.
+
+        ``x``: images (N, C, H, W) in [0, 1] or vectors (N, D), or a lazy array-like of images.
+        ``y`` and ``attributes``: ints 0..K-1, or any values (strings): they are then numbered in
+        sorted order and their names kept (``class_names`` / ``attr_names`` fix the order instead).
+        ``split``: per example ``train``/``val``/``test`` (or 0/1/2); when absent, a split seeded by
+        ``seed`` in ``fractions``, stratified by group.
+
+        >>> splits = DatasetSplits.from_arrays(x, y, attributes=background, split=split)  # doctest: +SKIP
+        """
+        y, class_names = _coded("y", y, class_names)
+        a, attr_names = (None, ()) if attributes is None else _coded("attributes", attributes, attr_names)
+        full = GroupedDataset(x=x, y=y, a=a, class_names=class_names, attr_names=attr_names, metadata=metadata,
+                              groups=None if groups is None or a is not None else np.asarray(groups), name=name)
+        names = _split_per_example(split, full.g, len(full), seed, fractions)
+        parts = {s: full.subset(np.flatnonzero(names == s), split=s)
+                 for s in ("train", "val", "test", *sorted(set(names.tolist()) - {"train", "val", "test"}))
+                 if (names == s).any()}
+        return cls(parts, name=name, params={"source": "arrays"})
+
     def __getitem__(self, split: str) -> GroupedDataset:
         if split not in self._splits:
             raise SpurlabError(
@@ -292,3 +316,51 @@ class DatasetSplits(Mapping[str, GroupedDataset]):
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self._splits.items())
         return f"DatasetSplits(name={self.name!r}, {sizes})"
+
+
+# ------------------------------------------------------------------ DatasetSplits.from_arrays helpers
+SPLIT_NAMES_BY_CODE = {0: "train", 1: "val", 2: "test"}
+
+
+def _coded(what: str, values, names) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer codes and names for labels given as ints 0..K-1 or as any sortable values."""
+    values = np.asarray(values)
+    if names is not None:
+        names = tuple(str(n) for n in names)
+        if np.issubdtype(values.dtype, np.integer):
+            return values.astype(np.int64), names
+        lookup = {n: i for i, n in enumerate(names)}
+        unknown = sorted(set(values.astype(str).tolist()) - set(lookup))
+        if unknown:
+            raise SpurlabError(f"{what} has values {unknown[:5]} that are not among the names given",
+                               hint=f"names: {', '.join(names)}")
+        return np.array([lookup[v] for v in values.astype(str)], dtype=np.int64), names
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64), ()
+    uniques, codes = np.unique(values.astype(str), return_inverse=True)
+    return codes.astype(np.int64), tuple(uniques.tolist())
+
+
+def _split_per_example(split, groups: np.ndarray, n: int, seed: int,
+                       fractions: tuple[float, float, float]) -> np.ndarray:
+    if split is not None:
+        split = np.asarray(split)
+        if len(split) != n:
+            raise SpurlabError(f"split has {len(split)} entries for {n} examples")
+        if np.issubdtype(split.dtype, np.integer):
+            bad = sorted(set(np.unique(split).tolist()) - set(SPLIT_NAMES_BY_CODE))
+            if bad:
+                raise SpurlabError(f"split codes {bad} are not 0 (train), 1 (val) or 2 (test)")
+            return np.array([SPLIT_NAMES_BY_CODE[int(v)] for v in split])
+        return split.astype(str)
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise SpurlabError(f"fractions must be three non-negative shares (train, val, test) summing to 1, "
+                           f"got {fractions}")
+    rng = np.random.default_rng(seed)
+    names = np.empty(n, dtype=object)
+    for g in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == g))
+        cut = np.round(np.cumsum(fractions)[:2] * len(members)).astype(int)
+        for label, part in zip(("train", "val", "test"), np.split(members, cut)):
+            names[part] = label
+    return names.astype(str)
