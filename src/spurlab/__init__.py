@@ -1,8 +1,70 @@
-"""spurlab: find, measure, explain and fix the spurious features a model relies on."""
-from spurlab.data import DatasetSplits, GroupedDataset, load_dataset, load_splits
-from spurlab.errors import SpurlabError
-from spurlab.probes.directions import FailureDirections
+"""spurlab: find, measure, explain and fix the spurious features a model relies on.
 
-__version__ = "0.1.0"
-__all__ = ["DatasetSplits", "FailureDirections", "GroupedDataset", "SpurlabError", "load_dataset", "load_splits",
-           "__version__"]
+The public face (everything else is reachable by its module path):
+
+* data: :func:`load_dataset`, :func:`load_splits`, :class:`GroupedDataset`, :class:`DatasetSplits`,
+  :func:`dataset_entries`;
+* training: :func:`get_method`, :func:`compare_methods`, :func:`method_registry`;
+* probes: :class:`FailureDirections`;
+* studies: :func:`run_study`, :func:`study_registry`;
+* the audit: :class:`Audit`, :func:`run_audit`, :class:`AuditFindings`, :class:`AuditReport`;
+* sweeps: :func:`run_sweep`;
+* :class:`SpurlabError`, ``__version__``.
+
+The names load on first use (PEP 562), so ``import spurlab`` and ``spurlab --help`` stay light.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from spurlab._version import __version__
+from spurlab.errors import SpurlabError
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "DatasetSplits": "spurlab.data.grouped",
+    "GroupedDataset": "spurlab.data.grouped",
+    "dataset_entries": "spurlab.data.dataset_registry",
+    "load_dataset": "spurlab.data.dataset_registry",
+    "load_splits": "spurlab.data.dataset_registry",
+    "FailureDirections": "spurlab.probes.directions",
+    "get_method": "spurlab.train.methods.method_base",
+    "method_registry": "spurlab.train.methods.method_base",
+    "compare_methods": "spurlab.train.methods.compare",
+    "run_study": "spurlab.studies.study_base",
+    "study_registry": "spurlab.studies.study_base",
+    "Audit": "spurlab.audit.core",
+    "run_audit": "spurlab.audit.core",
+    "AuditFindings": "spurlab.audit.findings",
+    "AuditReport": "spurlab.audit.findings",
+    "run_sweep": "spurlab.sweep.runner",
+}
+
+__all__ = ["Audit", "AuditFindings", "AuditReport", "DatasetSplits", "FailureDirections", "GroupedDataset",
+           "SpurlabError", "__version__", "compare_methods", "dataset_entries", "get_method", "load_dataset",
+           "load_splits", "method_registry", "run_audit", "run_study", "run_sweep", "study_registry"]
+
+if TYPE_CHECKING:
+    from spurlab.audit.core import Audit, run_audit
+    from spurlab.audit.findings import AuditFindings, AuditReport
+    from spurlab.data.dataset_registry import dataset_entries, load_dataset, load_splits
+    from spurlab.data.grouped import DatasetSplits, GroupedDataset
+    from spurlab.probes.directions import FailureDirections
+    from spurlab.studies.study_base import run_study, study_registry
+    from spurlab.sweep.runner import run_sweep
+    from spurlab.train.methods.compare import compare_methods
+    from spurlab.train.methods.method_base import get_method, method_registry
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spurlab' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,7 +1,7 @@
 """Run plumbing shared by the CLI, studies, the audit, training and sweeps.
 
 One ``key=value`` grammar (``--set``, sweep configs), output-folder names and version stamps. This module sits
-low in the tree: it imports nothing from spurlab but ``errors``.
+low in the tree: it imports nothing from spurlab but ``errors`` and ``_version``.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from spurlab._version import __version__
 from spurlab.errors import SpurlabError
 
 
@@ -72,9 +73,7 @@ def package_versions() -> dict[str, str]:
     import sklearn
     import torch
 
-    import spurlab
-
-    return {"python": platform.python_version(), "spurlab": spurlab.__version__, "numpy": np.__version__,
+    return {"python": platform.python_version(), "spurlab": __version__, "numpy": np.__version__,
             "pandas": pd.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__}
 
 

@@ -9,12 +9,12 @@ import pytest
 
 from spurlab.data.synthetic import duplicate_majority, easy_task
 from spurlab.errors import SpurlabError, UnknownNameError
-from spurlab.probes.skew import (linear_group_accuracies, max_margin_norms, spurious_ratio, spurious_share,
-                                 theory_spurious_ratio, theory_spurious_share)
+from spurlab.probes.skew import (linear_group_accuracies, spurious_ratio, spurious_share, theory_spurious_ratio,
+                                 theory_spurious_share)
 from spurlab.studies.study_base import run_study, study_registry
 from spurlab.studies.ood_failure_modes.ood_images import ImageSpec, images_experiment
-from spurlab.studies.ood_failure_modes.ood_linear import (geometric_experiment, norm_growth_experiment,
-                                                          statistical_experiment)
+from spurlab.studies.ood_failure_modes.ood_linear import (geometric_experiment, max_margin_norms,
+                                                          norm_growth_experiment, statistical_experiment)
 from spurlab.studies.ood_failure_modes.ood_table import load_table_task, table_geometric_experiment
 from spurlab.train.engines.linear_gd import BatchedLinearGD, log_spaced_steps
 from spurlab.train.engines.max_margin import MaxMarginClassifier

@@ -3,15 +3,11 @@
 * :func:`spurious_share` — ``w_sp / ||w||`` (any leading batch/time axes);
 * :func:`spurious_ratio` — ``w_sp / ||w_inv||``, the quantity of the theory;
 * :func:`linear_group_accuracies` — majority / minority accuracy of linear models;
-* :func:`max_margin_norms` — the max-margin norm on the invariant features vs n;
 * :func:`theory_spurious_ratio` — the overlay ``margin ln(p/(1-p)) / (2 B ln t)``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import pandas as pd
 
 from spurlab.errors import SpurlabError
 from spurlab.utils import check_probability
@@ -73,26 +69,6 @@ def linear_group_accuracies(coef, x, y, minority, intercept=0.0) -> dict[str, np
             raise SpurlabError(f"no {name.split('_')[0]} examples to score", hint="use a split with both groups")
         out[name] = linear_accuracy(coef, x[mask], y[mask], intercept)
     return out
-
-
-def max_margin_norms(ns: Sequence[int], D: int = 1000, margin: float = 0.1, seeds: Sequence[int] = (0,),
-                     fit_intercept: bool = False) -> pd.DataFrame:
-    """``||w||`` of the hard-margin classifier on ``n`` easy-task points, invariant features only.
-
-    The norm grows with ``n`` and saturates at ``1 / margin`` (the single
-    coordinate ``x_inv[0] = margin * y`` separates any number of points)."""
-    from spurlab.data.synthetic import easy_task
-    from spurlab.train.engines.max_margin import MaxMarginClassifier
-
-    rows = []
-    for seed in seeds:
-        for n in ns:
-            if int(n) < 2:
-                raise SpurlabError(f"max-margin norms need n >= 2 (both classes), got {n}")
-            data = easy_task(int(n), 0, D=D, margin=margin, seed=int(seed))
-            svm = MaxMarginClassifier(fit_intercept=fit_intercept).fit(data.x_inv, data.y)
-            rows.append({"n": int(n), "seed": int(seed), "maxmargin_norm": svm.norm_})
-    return pd.DataFrame(rows)
 
 
 def theory_spurious_ratio(p, B: float, steps, margin: float = 1.0) -> np.ndarray:

@@ -13,8 +13,8 @@ import pandas as pd
 
 from spurlab.data.synthetic import LinearSkewData, duplicate_majority, easy_task
 from spurlab.errors import SpurlabError
-from spurlab.probes.skew import (linear_group_accuracies, max_margin_norms, spurious_ratio, spurious_share,
-                                 theory_spurious_ratio, theory_spurious_share)
+from spurlab.probes.skew import (linear_group_accuracies, spurious_ratio, spurious_share, theory_spurious_ratio,
+                                 theory_spurious_share)
 from spurlab.train.engines.linear_gd import BatchedLinearGD
 from spurlab.train.engines.max_margin import MaxMarginClassifier
 
@@ -32,6 +32,23 @@ def skew_test_set(n_test: int, D: int, margin: float, B: float, seed: int) -> Li
 
 
 # ------------------------------------------------------------------ norm growth
+def max_margin_norms(ns: Sequence[int], D: int = 1000, margin: float = 0.1, seeds: Sequence[int] = (0,),
+                     fit_intercept: bool = False) -> pd.DataFrame:
+    """``||w||`` of the hard-margin classifier on ``n`` easy-task points, invariant features only.
+
+    The norm grows with ``n`` and saturates at ``1 / margin`` (the single
+    coordinate ``x_inv[0] = margin * y`` separates any number of points)."""
+    rows = []
+    for seed in seeds:
+        for n in ns:
+            if int(n) < 2:
+                raise SpurlabError(f"max-margin norms need n >= 2 (both classes), got {n}")
+            data = easy_task(int(n), 0, D=D, margin=margin, seed=int(seed))
+            svm = MaxMarginClassifier(fit_intercept=fit_intercept).fit(data.x_inv, data.y)
+            rows.append({"n": int(n), "seed": int(seed), "maxmargin_norm": svm.norm_})
+    return pd.DataFrame(rows)
+
+
 def norm_growth_experiment(ns: Sequence[int], seeds: Sequence[int], D: int = 1000,
                            margin: float = 0.1) -> pd.DataFrame:
     """``maxmargin_norm`` of the invariant features of ``n`` easy-task points, for every n."""
