@@ -13,35 +13,40 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import copy
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
-from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.errors import SpurlabError
 from spurlab.params import Interval, check_params, positive_int
+from spurlab.models.model_registry import as_model_spec
+from spurlab.models.model_registry import resolve_model_name as registered_model_name
+from spurlab.models.penultimate import LinearHead, attach_head
 from spurlab.registry import Registry
 from spurlab.train.methods.hparams import (OPTIMIZER_SPACE, Hparam, check_hparam_names, space_constraints,
                                          space_defaults)
+from spurlab.train.feature_cache import embed_splits
 from spurlab.train.methods.selection import EpochSelector, resolve_criterion
 from spurlab.train.trainer import TrainConfig, fit, predict_logits
 from spurlab.utils import resolve_device, seed_everything
 
-MODEL_NAMES = ("auto", "linear", "mlp", "cnn")
 SETTING_CONSTRAINTS = {"epochs": positive_int(), "seed": Interval(int, 0, None)}
 
 
-def resolve_model_name(model: str, input_shape: tuple[int, ...]) -> str:
-    """The network a method (or the audit) trains: ``auto`` is a CNN on images (C, H, W), else an MLP."""
-    if model not in MODEL_NAMES:
-        raise UnknownNameError("model", model, list(MODEL_NAMES))
-    if model != "auto":
-        return model
-    return "cnn" if len(input_shape) == 3 else "mlp"
+def resolve_model_name(model, input_shape: tuple[int, ...]) -> str:
+    """How runs name the network a method (or the audit) trains: a registered name (``auto``: a CNN on
+    images (C, H, W), else an MLP; see :mod:`spurlab.models.model_registry`), or the label of a factory
+    or of your own module."""
+    spec = as_model_spec(model)
+    return registered_model_name(spec.model, tuple(input_shape)) if spec.kind == "name" else spec.label
 
 
 def has_split(splits: Mapping[str, GroupedDataset], name: str) -> bool:
@@ -102,6 +107,7 @@ class Method(ABC):
         self.check_hparams(self.hparams_)
         self.device_ = resolve_device(self.device)
         self.selection_ = resolve_criterion(self.selection, val)
+        self.model_spec_ = as_model_spec(self.model)
         self.model_name_ = self._resolve_model_name(train)
         self.n_classes_ = train.n_classes
         self.train_groups_ = train.g
@@ -111,7 +117,11 @@ class Method(ABC):
         self.val_score_: float | None = None
         seed_everything(self.seed)
         start = time.perf_counter()
+        if self.model_spec_.frozen:
+            train, val = self._cached_features(train, val)
         self._fit(train, val)
+        if self.model_spec_.frozen:
+            self._put_head_on_backbone()
         self.fit_time_s_ = time.perf_counter() - start
         return self
 
@@ -139,9 +149,34 @@ class Method(ABC):
 
     # ------------------------------------------------------------ helpers for subclasses
     def new_model(self, input_shape: tuple[int, ...], seed_offset: int = 0) -> nn.Module:
-        from spurlab.models import make_model
+        """A fresh network (a copy of your module, when ``model`` is one); a linear head on the cached
+        features when the backbone is frozen."""
+        if getattr(self, "backbone_", None) is not None:
+            torch.manual_seed(self.seed + seed_offset)
+            return LinearHead(int(input_shape[0]), self.n_classes_)
+        spec = self.model_spec_
+        if spec.kind == "name":
+            spec = replace(spec, model=self.model_name_)
+        return spec.build(input_shape, self.n_classes_, seed=self.seed + seed_offset)
 
-        return make_model(self.model_name_, input_shape, self.n_classes_, seed=self.seed + seed_offset)
+    # ------------------------------------------------------------ frozen backbone: the last-layer fast path
+    def _cached_features(self, train: GroupedDataset, val: GroupedDataset | None):
+        """``freeze="backbone"``: the splits become their penultimate features (from the feature cache
+        when seen before) and the method trains a linear head on them."""
+        spec = self.model_spec_
+        if spec.kind == "name":
+            spec = replace(spec, model=self.model_name_)
+        self.backbone_ = spec.build(train.input_shape, self.n_classes_, seed=self.seed)
+        splits = {"train": train} if val is None else {"train": train, "val": val}
+        feats = embed_splits(self.backbone_, splits, token=spec.cache_token(), device=self.device_)
+        self.features_from_cache_ = {split: f.from_cache for split, f in feats.items()}
+        return train.with_x(feats["train"].features), None if val is None else val.with_x(feats["val"].features)
+
+    def _put_head_on_backbone(self) -> None:
+        layer = self.model_spec_.feature_layer
+        if hasattr(self, "final_model_"):
+            self.final_model_ = attach_head(copy.deepcopy(self.backbone_), self.final_model_.head, layer)
+        self.model_ = attach_head(self.backbone_, self.model_.head, layer)
 
     def train_config(self, epochs: int | None = None, seed_offset: int = 0) -> TrainConfig:
         hp = self.hparams_
