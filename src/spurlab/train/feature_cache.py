@@ -86,7 +86,7 @@ def weights_digest(model: nn.Module, feature_layer: str | None = None) -> str:
     for name, tensor in owner.state_dict().items():
         if skip_head and (name == "head" or name.startswith("head.")):
             continue
-        t = tensor.detach().cpu().contiguous()
+        t = tensor.detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
