@@ -85,6 +85,14 @@ def check_features(model: nn.Module, feature_layer: str | None = None) -> None:
     feature_function(model, feature_layer)
 
 
+def float_batch(batch, device) -> torch.Tensor:
+    """One batch of inputs as float32 on ``device``; uint8 pixels scaled to [0, 1] as the trainer does."""
+    tensor = torch.as_tensor(np.asarray(batch))
+    if tensor.dtype == torch.uint8:
+        return tensor.to(device=device, dtype=torch.float32).div_(255.0)
+    return tensor.to(device=device, dtype=torch.float32)
+
+
 def batch_indices(n: int, batch_size: int):
     for start in range(0, n, batch_size):
         yield np.arange(start, min(start + batch_size, n))
@@ -102,7 +110,7 @@ def penultimate_features(model: nn.Module, x, batch_size: int = 512, device: str
     feats, logits = [], []
     head = getattr(model, "head", None) if not feature_layer else None
     for idx in progress(batch_indices(len(x), batch_size), "penultimate features", total=-(-len(x) // batch_size)):
-        xb = torch.as_tensor(np.asarray(x[idx]), dtype=torch.float32, device=device)
+        xb = float_batch(x[idx], device)
         f = fn(xb)
         feats.append(f.float().cpu().numpy())
         if with_logits:

@@ -34,7 +34,7 @@ from torch import nn
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.models.layers import model_device
-from spurlab.models.penultimate import BackboneWithHead, batch_indices, penultimate_features
+from spurlab.models.penultimate import BackboneWithHead, batch_indices, float_batch, penultimate_features
 from spurlab.utils import atomic_path, log, resolve_device
 
 CACHE_ENV = "SPURLAB_CACHE"
@@ -171,7 +171,7 @@ def logits_from_features(model: nn.Module, features: np.ndarray, x=None, feature
     else:
         if x is None:
             raise SpurlabError("the model's predictions need its inputs (its head is not known)")
-        parts = [model(torch.as_tensor(np.asarray(x[idx]), dtype=torch.float32, device=device)).cpu().numpy()
+        parts = [model(float_batch(x[idx], device)).cpu().numpy()
                  for idx in batch_indices(len(x), batch_size)]
     return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
 
