@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Boolean, Constraint, Interval, NumberList, check_param, check_params
 from spurlab.registry import Registry
 from spurlab.runs import default_out_dir, package_versions, parse_value, split_key_values
 from spurlab.report.html import HtmlReport
@@ -108,8 +109,12 @@ class Study(ABC):
         """The configuration of the quick (``quick=True``) or the full run."""
         ...
 
+    # What each configuration key accepts (spurlab.params), checked by run_study before ``validate``; keys not
+    # declared here must still have the type of their default.
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {}
+
     def validate(self, config: dict[str, Any]) -> None:
-        """Raise :class:`SpurlabError` on an impossible configuration."""
+        """Raise :class:`SpurlabError` on an impossible configuration (checks spanning several keys)."""
 
     @abstractmethod
     def run(self, ctx: StudyContext) -> StudyResult:
@@ -153,8 +158,41 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | list[str
         if key not in config:
             raise SpurlabError(f"unknown study parameter {key!r}",
                                hint=f"parameters: {', '.join(sorted(config))}")
-        config[key] = parse_value(value, config[key]) if isinstance(value, str) else value
+        try:
+            config[key] = parse_value(value, config[key]) if isinstance(value, str) else value
+        except SpurlabError as exc:
+            raise SpurlabError(f"study parameter {key!r}: {exc}") from None
     return config
+
+
+def check_config(study: Study, config: dict[str, Any]) -> dict[str, Any]:
+    """The declared constraints, then the default's type for undeclared keys, each error naming the key."""
+    owner = f"study {study.name!r}"
+    config = check_params(owner, study.parameter_constraints, config)
+    for key, default in study.default_config(quick=True).items():
+        if key in study.parameter_constraints or key not in config or default is None:
+            continue
+        check_param(owner, key, _default_type(default), config[key])
+    return config
+
+
+def _default_type(default: Any) -> Constraint:
+    if isinstance(default, bool):
+        return Boolean()
+    if isinstance(default, (int, float)):
+        return Interval(type(default) if isinstance(default, float) else float)
+    if isinstance(default, (list, tuple)) and default and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in default):
+        return NumberList(min_len=0)
+    return _Anything()
+
+
+class _Anything(Constraint):
+    def convert(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return "any value"
 
 
 # ------------------------------------------------------------------ running
@@ -163,7 +201,7 @@ def run_study(name: str, out_dir: str | Path | None = None, quick: bool = False,
               write: bool = True) -> tuple[StudyResult, Path | None]:
     """Run study ``name`` and write its outputs; returns the result and the folder."""
     study = get_study(name)
-    config = apply_overrides(study.default_config(quick), overrides)
+    config = check_config(study, apply_overrides(study.default_config(quick), overrides))
     study.validate(config)
     ctx = StudyContext(config=config, seed=int(seed), device=resolve_device(device), quick=quick)
     out = Path(out_dir) if out_dir is not None else default_out_dir(f"study-{name}")
