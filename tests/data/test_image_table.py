@@ -204,3 +204,19 @@ def test_a_corrupt_image_is_named_with_its_row_when_decoded(folder, tmp_path):
     with pytest.raises(SpurlabError, match=r"table.csv, row 1: cannot read image .*0000.jpg"):
         train.x[:4]
     assert train.x[1:3].shape == (2, 3, SIZE, SIZE)
+
+
+def test_cifar_stays_uint8_in_memory(tmp_path):
+    from spurlab.data.lazy_images import UInt8Images
+    from spurlab.data.replicas import write_cifar_replica
+
+    replica = write_cifar_replica(tmp_path, "cifar10", layout="binary", n_train=400, n_test=20, seed=0)
+    splits = load_splits("cifar10", data_dir=tmp_path)
+    test = splits["test"]
+    assert isinstance(test.x, UInt8Images) and test.x.pixels.dtype == np.uint8
+    batch = test.x[:5]
+    assert batch.dtype == np.float32 and batch.shape == (5, 3, 32, 32)
+    np.testing.assert_allclose(batch, replica.arrays["test"].images[test.metadata["index"][:5]] / 255.0, atol=1e-7)
+    assert isinstance(test.subset(test.y == 0).x, UInt8Images)
+    injected = load_splits("cifar10", data_dir=tmp_path, classes="3/8", spurious="patch", p=0.7)["train"]
+    assert isinstance(injected.x, np.ndarray) and injected.x.dtype == np.float32  # injections draw in floats

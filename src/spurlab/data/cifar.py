@@ -292,7 +292,7 @@ RAW_SPLIT_OF = {"train": "train", "val": "train", "test": "test"}
 def build_with_sources(arrays: dict[str, tuple[np.ndarray, np.ndarray]], class_names: tuple[str, ...], *,
                        name: str, seed: int, **options: Any) -> tuple[DatasetSplits, dict[str, np.ndarray]]:
     """:func:`build_image_splits`, plus each output example's index in its raw split."""
-    splits = build_image_splits(arrays, class_names, name=name, seed=seed, **options)
+    splits = build_image_splits(arrays, class_names, name=name, seed=seed, keep_uint8=True, **options)
     # Selection (class task, n_train, the val carve, n_test) is seeded and made before any spurious
     # plan, so the same call on 1-pixel images holding each example's index selects the same examples.
     selection = {k: options[k] for k in ("classes", "val_fraction", "n_train", "n_test") if k in options}

@@ -19,6 +19,7 @@ import numpy as np
 from spurlab.data import injections as inj
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import register_dataset, register_preset
+from spurlab.data.lazy_images import UInt8Images
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.utils import atomic_path, check_probability
 
@@ -181,9 +182,14 @@ def build_image_splits(
     n_train: int | None = None,
     n_test: int | None = None,
     seed: int = 0,
+    keep_uint8: bool = False,
     **injection_options: Any,
 ) -> DatasetSplits:
     """Turn raw ``{split: (uint8 or float images, labels)}`` into grouped splits.
+
+    ``keep_uint8``: uint8 images without a spurious injection stay uint8 in memory
+    (:class:`~spurlab.data.lazy_images.UInt8Images`, read as floats in [0, 1] per batch);
+    an injection draws in floats, so injected images are float32.
 
     ``raw`` has a ``train`` split and, unless ``test_fraction`` is given, a
     ``test`` split. Images are (N, H, W), (N, H, W, C) or (N, C, H, W).
@@ -227,7 +233,10 @@ def build_image_splits(
             else:
                 corr = inj.resolve_correlation(correlations[split], p, k_attrs)
                 a = inj.plan_attributes(lbl, k_attrs, corr, rng)
-        x = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
+        if keep_uint8 and spurious is None and img.dtype == np.uint8:
+            x = UInt8Images(np.ascontiguousarray(img))
+        else:
+            x = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
         if spurious is not None:
             x = inj.inject(x, a, spurious, seed=seed + 101 * (i + 1), **injection_options)
         attr_names = inj.attribute_names(spurious, k_attrs) if with_attr else ()
