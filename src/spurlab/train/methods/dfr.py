@@ -28,7 +28,8 @@ from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.params import AnyOf, Interval, Options, positive_int
-from spurlab.models import penultimate_features
+from spurlab.models.layers import model_device
+from spurlab.models.penultimate import BackboneWithHead, feature_function, penultimate_features
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
 
@@ -93,6 +94,14 @@ def head_logits(features: np.ndarray, head: tuple[np.ndarray, np.ndarray]) -> np
     return features @ head[0].T + head[1]
 
 
+def with_new_head(model: torch.nn.Module, feature_layer: str, n_classes: int, x) -> torch.nn.Module:
+    """A model whose penultimate features are the output of ``feature_layer``, with a linear ``head``
+    on them for DFR to write into (its own last layer is no longer used)."""
+    probe = feature_function(model, feature_layer)(torch.as_tensor(np.asarray(x[np.arange(1)]),
+                                                                   dtype=torch.float32, device=model_device(model)))
+    return BackboneWithHead(model, torch.nn.Linear(probe.shape[1], n_classes), feature_layer)
+
+
 @register_method
 class DFR(Method):
     name = "dfr"
@@ -115,6 +124,8 @@ class DFR(Method):
             raise SpurlabError("dfr needs a held-out 'val' split to retrain the last layer on",
                                hint="use a dataset with a validation split")
         model = self.train_network(train.x, train.y, None, stage="erm", selection="last")
+        if self.model_spec_.feature_layer and not self.model_spec_.frozen:
+            model = with_new_head(model, self.model_spec_.feature_layer, self.n_classes_, train.x)
         if not isinstance(getattr(model, "head", None), torch.nn.Linear):
             raise SpurlabError(f"dfr needs a network with a linear 'head' layer, got {type(model).__name__}")
         feats = penultimate_features(model, val.x, device=self.device_)
