@@ -7,7 +7,15 @@
 group on every split, failure directions over the model's embeddings, critical
 units and what editing them does, the robust methods compared, and a verdict.
 With ``embeddings=FILE`` the steps that need a model are skipped (and the
-report says so). ``report`` writes ``summary.json`` (every number shown),
+report says so).
+
+``dataset`` is a registered name or a :class:`DatasetSplits` you built
+(``DatasetSplits.from_arrays``). ``model`` is anything the models registry takes
+(:mod:`spurlab.models.model_registry`): a name, a factory that spurlab trains, or
+your already trained ``nn.Module``, which is audited as it is (no training step;
+the report says "your model") and is the starting point of the fixes. Penultimate
+features come from the feature cache (:mod:`spurlab.train.feature_cache`) when the
+same model, data and transform were embedded before. ``report`` writes ``summary.json`` (every number shown),
 ``results.csv`` (one row per split x group x metric) and ``report.html``.
 """
 from __future__ import annotations
@@ -27,9 +35,11 @@ from spurlab.audit.verdict import write_verdict
 from spurlab.data.grouped import DatasetSplits
 from spurlab.data.dataset_registry import load_splits
 from spurlab.errors import SpurlabError
-from spurlab.models import make_model, penultimate_features
+from spurlab.models.model_registry import ModelSpec, as_model_spec
+from spurlab.models.penultimate import feature_function
 from spurlab.train import TrainConfig, fit, predict
-from spurlab.train.methods import method_registry
+from spurlab.train.feature_cache import embed_model_splits
+from spurlab.train.methods import get_method, method_registry
 from spurlab.train.methods.method_base import resolve_model_name
 from spurlab.utils import log, resolve_device, seed_everything
 
@@ -44,16 +54,25 @@ class Audit:
     ``quick`` keeps the fixes to two seeds and fewer epochs (a first look);
     ``skip`` names steps to leave out (``directions``, ``units``, ``fixes``).
     After ``find_issues()``: ``findings_`` (an :class:`AuditFindings`) and ``model_`` (the trained
-    network, ``None`` for an embeddings file).
+    network, ``None`` for an embeddings file). ``feature_layer`` names the layer whose output is the
+    penultimate features when the model has no ``features(x)`` method; ``model_options`` go to the
+    model (``pretrained``, ``freeze``, builder options such as ``image_size``); ``cache`` is the
+    feature-cache folder (``False``: no cache).
     """
 
-    def __init__(self, dataset: str = "spurious-digits", model: str = "auto", epochs: int | None = None,
+    def __init__(self, dataset: str | DatasetSplits = "spurious-digits", model: Any = "auto",
+                 epochs: int | None = None,
                  lr: float = 1e-3, batch_size: int = 64, seed: int = 0, device: str = "auto",
                  data_dir: str | Path | None = None, dataset_params: dict[str, Any] | None = None,
                  embeddings: str | Path | None = None, quick: bool = False, seeds: int | None = None,
-                 methods: tuple[str, ...] | list[str] | None = None, skip: tuple[str, ...] | list[str] = ()):
+                 methods: tuple[str, ...] | list[str] | None = None, skip: tuple[str, ...] | list[str] = (),
+                 feature_layer: str | None = None, model_options: dict[str, Any] | None = None,
+                 cache: str | Path | bool | None = None):
         self.dataset = dataset
         self.model = model
+        self.feature_layer = feature_layer
+        self.model_options = dict(model_options or {})
+        self.cache = cache
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -76,6 +95,11 @@ class Audit:
             raise SpurlabError(f"epochs must be at least 1, got {self.epochs}")
         if self.seeds is not None and self.seeds < 1:
             raise SpurlabError(f"seeds must be at least 1, got {self.seeds}")
+        self.model_spec_: ModelSpec = as_model_spec(self.model, feature_layer=self.feature_layer,
+                                                    **self.model_options)
+        if isinstance(self.dataset, DatasetSplits) and (self.dataset_params or self.embeddings is not None):
+            raise SpurlabError("dataset_params and embeddings do not apply to splits you built",
+                               hint="pass either DatasetSplits or a registered name with its parameters")
         if self.methods is not None:
             unknown = [m for m in self.methods if m not in method_registry()]
             if unknown:
@@ -126,6 +150,8 @@ class Audit:
             return "skipped on request"
         if self.embeddings is not None and step in ("train", "units", "fixes"):
             return "needs a model: the audit was given embeddings and predictions only"
+        if step == "directions" and self.model_ is not None and findings.features_missing:
+            return f"the model's penultimate features cannot be found: {findings.features_missing}"
         if step in ("units", "fixes") and not findings.splits["train"].has_groups:
             return "needs group labels on the training split"
         return None
@@ -134,7 +160,10 @@ class Audit:
         dataset, params = self.dataset, self.dataset_params
         if self.embeddings is not None:
             dataset, params = "embeddings", {"path": str(self.embeddings)}
-        splits: DatasetSplits = load_splits(dataset, data_dir=self.data_dir, seed=self.seed, **params)
+        if isinstance(dataset, DatasetSplits):
+            splits, dataset = dataset, dataset.name
+        else:
+            splits = load_splits(dataset, data_dir=self.data_dir, seed=self.seed, **params)
         if self.embeddings is not None:
             _check_embedding_splits(splits)
         for required in ("train", "test"):
@@ -153,23 +182,55 @@ class Audit:
                              epochs=self.epochs_)
 
     def _train(self, findings: AuditFindings) -> None:
+        """ERM on the training split, or, for your trained module, nothing: it is audited as it is."""
         seed_everything(self.seed)
         train = findings.splits["train"]
-        findings.model_name = resolve_model_name(self.model, train.input_shape)
-        self.model_ = make_model(findings.model_name, train.input_shape, train.n_classes, seed=self.seed)
-        cfg = TrainConfig(epochs=self.epochs_, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-                          device=findings.device)
-        findings.history = fit(self.model_, train.x, train.y, cfg).history
+        spec = self.model_spec_
+        findings.model_name = resolve_model_name(spec, train.input_shape)
+        findings.model_source = "given" if spec.kind == "module" else "erm"
+        if spec.kind == "module":
+            self.model_ = spec.model
+        elif spec.frozen:  # the last-layer fast path: a linear head trained on cached features
+            erm = get_method("erm", model=spec, epochs=self.epochs_, selection="last", seed=self.seed,
+                             device=findings.device, lr=self.lr, batch_size=self.batch_size)
+            erm.fit(findings.splits)
+            self.model_, findings.history = erm.model_, erm.history_
+        else:
+            self.model_ = spec.resolve(train.input_shape).build(train.input_shape, train.n_classes, seed=self.seed)
+            cfg = TrainConfig(epochs=self.epochs_, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
+                              device=findings.device)
+            findings.history = fit(self.model_, train.x, train.y, cfg).history
         self.model_.to("cpu")
+        findings.features_missing = self._features_missing()
 
-    def _predictions(self, splits: DatasetSplits) -> dict[str, np.ndarray]:
+    def _features_missing(self) -> str | None:
+        try:
+            feature_function(self.model_, self.model_spec_.feature_layer)
+        except SpurlabError as exc:
+            return str(exc).replace("\n  hint:", "; to fix it:")
+        return None
+
+    def _embedded(self, splits: DatasetSplits, device: str):
+        """Features (from the feature cache when seen before) and predictions of every split, once."""
+        if getattr(self, "embedded_", None) is None:
+            token = self.model_spec_.cache_token()
+            self.embedded_ = embed_model_splits(self.model_, splits, token=token, device=device, cache=self.cache)
+        return self.embedded_
+
+    def _predictions(self, findings: AuditFindings) -> dict[str, np.ndarray]:
+        splits = findings.splits
         if self.model_ is None:
             return {s: ds.metadata["prediction"].to_numpy() for s, ds in splits.items()}
-        return {s: predict(self.model_, ds.x, device="cpu") for s, ds in splits.items()}
+        if findings.features_missing:
+            return {s: predict(self.model_, ds.x, device="cpu") for s, ds in splits.items()}
+        embedded = self._embedded(splits, findings.device)
+        findings.features_from_cache = {s: f.from_cache for s, f in embedded.features.items()}
+        return embedded.predictions
 
     def _evaluate(self, findings: AuditFindings) -> None:
         splits = findings.splits
-        findings.predictions = self._predictions(splits)
+        self.embedded_ = None
+        findings.predictions = self._predictions(findings)
         rows, per_split = [], {}
         train_g = splits["train"].g
         for split, ds in splits.items():
@@ -185,20 +246,22 @@ class Audit:
         train_accs, test_accs = per_split["train"]["group_accuracy"], per_split["test"]["group_accuracy"]
         findings.train_test_gap = {k: train_accs[k] - test_accs[k] for k in train_accs if k in test_accs}
 
-    def _embeddings(self, splits: DatasetSplits) -> dict[str, np.ndarray]:
+    def _embeddings(self, findings: AuditFindings) -> dict[str, np.ndarray]:
         if self.model_ is None:
-            return {s: ds.x for s, ds in splits.items()}
-        return {s: penultimate_features(self.model_, ds.x) for s, ds in splits.items()}
+            return {s: ds.x for s, ds in findings.splits.items()}
+        return {s: f.features for s, f in self._embedded(findings.splits, findings.device).features.items()}
 
     def _directions(self, findings: AuditFindings) -> None:
-        findings.directions = explain.explain_directions(findings.splits, self._embeddings(findings.splits),
+        findings.directions = explain.explain_directions(findings.splits, self._embeddings(findings),
                                                          findings.predictions, self.seed, findings.device)
 
     def _units(self, findings: AuditFindings) -> None:
         findings.units = explain.explain_units(self.model_, findings.splits, self.seed)
 
     def _fixes(self, findings: AuditFindings) -> None:
-        model = resolve_model_name(self.model, findings.splits["train"].input_shape)
+        spec = self.model_spec_
+        model = spec if spec.kind != "name" or spec.frozen or spec.options or spec.feature_layer else \
+            resolve_model_name(spec, findings.splits["train"].input_shape)
         findings.fixes = fix.compare_fixes(findings.splits, self.methods_, self.seeds_, model, self.epochs_,
                                            findings.device)
 
@@ -225,5 +288,6 @@ def _check_embedding_splits(splits: DatasetSplits) -> None:
                                hint="the audit of a bring-your-own model needs its predictions")
 
 
-def run_audit(dataset: str = "spurious-digits", out_dir: str | Path | None = None, **kwargs: Any) -> AuditReport:
+def run_audit(dataset: str | DatasetSplits = "spurious-digits", out_dir: str | Path | None = None,
+              **kwargs: Any) -> AuditReport:
     return Audit(dataset, **kwargs).find_issues().report(out_dir)

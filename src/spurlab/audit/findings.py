@@ -64,6 +64,9 @@ class AuditFindings:
     quick: bool
     epochs: int
     model_name: str | None = None  # None when the audit read embeddings and predictions from a file
+    model_source: str = "erm"  # "erm": trained by the audit; "given": your trained model, audited as it is
+    features_missing: str | None = None  # why the model's penultimate features cannot be read, if so
+    features_from_cache: dict[str, bool] = field(default_factory=dict)  # per split: from the feature cache
     history: list[dict[str, Any]] = field(default_factory=list)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     group_table: pd.DataFrame | None = None  # split x group: name, count, accuracy
@@ -80,6 +83,8 @@ class AuditFindings:
     def model_description(self) -> str:
         if self.model_name is None:
             return "embeddings and predictions from a file"
+        if self.model_source == "given":
+            return f"{self.model_name}, audited as it is (no training step)"
         return f"model {self.model_name} (ERM)"
 
     @property

@@ -24,8 +24,9 @@ def summary_dict(findings: AuditFindings, timings: dict[str, float] | None = Non
     train = splits["train"]
     out: dict[str, Any] = {
         "dataset": findings.dataset, "dataset_params": findings.dataset_params, "seed": findings.seed,
-        "device": findings.device, "model": findings.model_name, "epochs": findings.epochs,
-        "quick": findings.quick,
+        "device": findings.device, "model": findings.model_name, "model_source": findings.model_source,
+        "model_description": findings.model_description, "features_from_cache": findings.features_from_cache,
+        "epochs": findings.epochs, "quick": findings.quick,
         "groups": [{"group": g, "name": train.group_name(g),
                     **{split: int(ds.group_counts()[g]) if g < ds.n_groups else 0
                        for split, ds in splits.items()}} for g in range(train.n_groups)],
