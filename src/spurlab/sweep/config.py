@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from spurlab.errors import SpurlabError
+from spurlab.params import check_count
 from spurlab.sweep.targets import Target, parse_target
 from spurlab.utils import to_jsonable
 
@@ -45,6 +46,7 @@ TOP_LEVEL_KEYS = {"name", "description", "target", "quick", "seeds", "device", "
                   "fixed", "grid", "random", "resources"}
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 RESOURCE_KEYS = {"num_cpus", "num_gpus"}
+MAX_RUNS = 100_000  # runs one sweep may plan: checked on the counts, before any setting is enumerated
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,11 @@ def config_from_dict(data: dict[str, Any], origin: str = "<dict>") -> SweepConfi
     if overlap:
         raise SpurlabError(f"parameter(s) {overlap} are set in more than one of [fixed], [grid], [random]",
                            hint="give each parameter in exactly one table")
+    check_count("`samples`", cfg.samples, MAX_RUNS, hint="draw fewer random settings")
+    cells = math.prod(len(values) for values in cfg.grid.values())
+    check_count(f"the number of runs ({cells:,} grid cells x {max(cfg.samples, 1):,} samples x "
+                f"{len(cfg.seeds):,} seeds)", cells * max(cfg.samples, 1) * len(cfg.seeds), MAX_RUNS,
+                hint="shrink the [grid] lists, `samples` or `seeds`, or split the sweep")
     return cfg
 
 
@@ -176,6 +183,7 @@ def _parse_seeds(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise SpurlabError(f"`seeds = {value}` asks for no runs", hint="use seeds = N (N >= 1) or a list")
+        check_count("`seeds`", value, MAX_RUNS, hint="use fewer seeds")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         if len(set(value)) != len(value):

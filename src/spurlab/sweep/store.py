@@ -7,10 +7,12 @@ Layout of a sweep folder::
     DIR/failures/<run_id>.json one record per failed run (error + traceback)
     DIR/.lock                  held (flock) by the sweep writing into DIR
 
-A record is written to a temporary file in the same folder and renamed onto its
-final name, so a crash (even SIGKILL) leaves either the whole record or none;
-stray temporary files are never read and are removed by the next sweep. The
-run id is the file name, so a run can be stored at most once.
+A record is written to a temporary file in the same folder, flushed to disk
+(``fsync`` of the file and of the folder), then renamed onto its final name and
+the folder synced again, so a crash (even SIGKILL or a power loss) leaves either
+the whole record or none; stray temporary files are never read and are removed
+by the next sweep. The run id is the file name, so a run can be stored at most
+once. Records are readable by the group and others (mode 0644), not only the owner.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +30,45 @@ from typing import Any
 import pandas as pd
 
 from spurlab.errors import SpurlabError
-from spurlab.utils import atomic_write_json
+from spurlab.utils import to_jsonable
 
 RECORD_NAME = re.compile(r"^[0-9a-f]{16}\.json$")
 RUN_COLUMNS = ("run_id", "target")
+RECORD_MODE = 0o644
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (a new file, a rename) durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically and durably: temp file fsynced, folder fsynced before and
+    after the rename; on any failure the temporary file is removed and ``path`` is untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(to_jsonable(obj), indent=2) + "\n").encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, RECORD_MODE)
+        _fsync_dir(path.parent)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 @dataclass(frozen=True)
@@ -85,20 +123,20 @@ class ResultStore:
 
     def write_plan(self, specs: list[dict[str, Any]], config_source: str = "") -> None:
         """Record the runs of the config being launched; stored runs of earlier configs stay."""
-        atomic_write_json(self.plan_path, {"source": config_source, "runs": {s["run_id"]: s for s in specs}})
+        durable_write_json(self.plan_path, {"source": config_source, "runs": {s["run_id"]: s for s in specs}})
 
     # ------------------------------------------------------------ writing
     def write(self, record: dict[str, Any]) -> Path:
         """Store a finished (``status == "ok"``) or failed record atomically."""
         run_id = record["run_id"]
         if record["status"] == "ok":
-            path = atomic_write_json(self.runs_dir / f"{run_id}.json", record)
+            path = durable_write_json(self.runs_dir / f"{run_id}.json", record)
             with contextlib.suppress(FileNotFoundError):
                 (self.failures_dir / f"{run_id}.json").unlink()
             return path
         previous = self._read(self.failures_dir / f"{run_id}.json")
         record = {**record, "attempts": (previous or {}).get("attempts", 0) + 1}
-        return atomic_write_json(self.failures_dir / f"{run_id}.json", record)
+        return durable_write_json(self.failures_dir / f"{run_id}.json", record)
 
     def clean(self) -> int:
         """Remove temporary files a crash left behind, set aside unreadable records; returns the count."""

@@ -91,10 +91,10 @@ class StudyTarget(Target):
         return self._study().default_config(quick)
 
     def resolve(self, params: dict[str, Any], quick: bool = True) -> dict[str, Any]:
-        from spurlab.studies.study_base import apply_overrides
+        from spurlab.studies.study_base import apply_overrides, check_config
 
         study = self._study()
-        config = apply_overrides(study.default_config(quick), dict(params))
+        config = check_config(study, apply_overrides(study.default_config(quick), dict(params)))
         study.validate(config)
         return config
 
@@ -138,6 +138,7 @@ class MethodTarget(Target):
         config = {**defaults, **params}
         if not isinstance(config["dataset_params"], dict):
             raise SpurlabError(f"dataset_params must be a table, got {config['dataset_params']!r}")
+        self._method_class()(**{k: v for k, v in config.items() if k not in METHOD_RUN_SETTINGS})  # declared checks
         return config
 
     def run(self, params: dict[str, Any], seed: int, quick: bool, device: str) -> pd.DataFrame:
