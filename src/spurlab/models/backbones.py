@@ -20,8 +20,8 @@ from spurlab.models.model_registry import PREFIX_BUILDERS, PREFIX_EXTRAS, regist
 class EfficientNetLite0Classifier(nn.Module):
     """EfficientNet-Lite0 (1280-d pooled features) with a new linear ``head``.
 
-    Inputs are images in [0, 1] of any size; ``features`` makes them RGB, resizes them to
-    ``image_size`` and scales them to [-1, 1] as the Lite models were trained.
+    Inputs are images in [0, 1]; ``features`` makes them RGB, resizes them to ``image_size``
+    (when it differs from theirs) and scales them to [-1, 1] as the Lite models were trained.
     """
 
     def __init__(self, n_classes: int, image_size: int = 224, pretrained: bool = True):
@@ -50,11 +50,13 @@ def _lite0_untrained(image_size: int) -> nn.Module:
 
 
 @register_model("efficientnet-lite0", "EfficientNet-Lite0, ImageNet weights offline (spurlab[embedders]); "
-                "option image_size (default 224)", inputs="images", pretrained_default=True)
-def build_efficientnet_lite0_classifier(input_shape, n_classes, pretrained=True, image_size=224):
+                "option image_size (default: the inputs' size, at least 32)", inputs="images",
+                pretrained_default=True)
+def build_efficientnet_lite0_classifier(input_shape, n_classes, pretrained=True, image_size=None):
     if input_shape[0] not in (1, 3):
         raise SpurlabError(f"efficientnet-lite0 needs 1- or 3-channel images, got {input_shape[0]} channels")
-    return EfficientNetLite0Classifier(n_classes, image_size=int(image_size), pretrained=pretrained)
+    size = int(image_size) if image_size is not None else max(32, int(input_shape[-1]))
+    return EfficientNetLite0Classifier(n_classes, image_size=size, pretrained=pretrained)
 
 
 class LibraryBackbone(nn.Module):

@@ -202,6 +202,20 @@ def as_model_spec(model: Any = "auto", **options: Any) -> ModelSpec:
     return ModelSpec(model, **own, options=options)
 
 
+def split_model_options(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items -> (model options, the rest): ``pretrained``, ``freeze``, ``feature_layer`` and
+    ``model.KEY`` (a builder option such as ``model.image_size``) go to the model."""
+    model, rest = {}, {}
+    for key, value in params.items():
+        if key in MODEL_OPTIONS:
+            model[key] = value
+        elif key.startswith("model."):
+            model[key[len("model."):]] = value
+        else:
+            rest[key] = value
+    return model, rest
+
+
 def make_model(name: str, input_shape: tuple[int, ...], n_classes: int, seed: int = 0, **options: Any) -> nn.Module:
     """A fresh network by registered name (``auto`` resolved for ``input_shape``), seeded.
 
