@@ -95,8 +95,8 @@ class Audit:
             raise SpurlabError(f"epochs must be at least 1, got {self.epochs}")
         if self.seeds is not None and self.seeds < 1:
             raise SpurlabError(f"seeds must be at least 1, got {self.seeds}")
-        self.model_spec_: ModelSpec = as_model_spec(self.model, feature_layer=self.feature_layer,
-                                                    **self.model_options)
+        options = {**self.model_options, **({"feature_layer": self.feature_layer} if self.feature_layer else {})}
+        self.model_spec_: ModelSpec = as_model_spec(self.model, **options)
         if isinstance(self.dataset, DatasetSplits) and (self.dataset_params or self.embeddings is not None):
             raise SpurlabError("dataset_params and embeddings do not apply to splits you built",
                                hint="pass either DatasetSplits or a registered name with its parameters")
