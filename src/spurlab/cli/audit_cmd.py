@@ -9,13 +9,17 @@ import typer
 from spurlab.cli._console import DataDir, SetOpt, console, fail, frame_table, parse_sets
 from spurlab.errors import SpurlabError
 
+MODEL_HELP = ("A registered model (list: spurlab models), torchvision:<arch>, timm:<name>, your trained model as a "
+              "TorchScript file (torch.jit.save: audited as it is) or pkg.module:factory. Model options: --set "
+              "freeze=backbone, pretrained=true|false, feature_layer=NAME, model.KEY=VALUE (e.g. model.image_size=64).")
+
 
 def audit(dataset: str = typer.Option("spurious-digits", "--dataset", help="A registered dataset."),
           embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Audit your own model from an "
                                                     ".npz/.parquet of embeddings, labels and predictions."),
           out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/audit-TIME)."),
           quick: bool = typer.Option(False, "--quick", help="A first look: fewer methods, seeds and epochs."),
-          model: str = typer.Option("auto", "--model", help="auto, linear, mlp or cnn."),
+          model: str = typer.Option("auto", "--model", help=MODEL_HELP),
           epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default 15 quick, 40 full)."),
           seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per fix (default 2 quick, 3 full)."),
           methods: Optional[str] = typer.Option(None, "--methods", help="Fixes to compare, comma-separated."),
@@ -26,13 +30,16 @@ def audit(dataset: str = typer.Option("spurious-digits", "--dataset", help="A re
           set_: Optional[list[str]] = SetOpt) -> None:
     """Diagnose, explain and fix a model's reliance on spurious features; writes report.html."""
     from spurlab.audit import run_audit
+    from spurlab.models.model_registry import model_from_text, split_model_options
 
     def split_list(text: str | None) -> tuple[str, ...] | None:
         return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
     try:
-        report = run_audit(dataset=dataset, out_dir=out, model=model, epochs=epochs, seed=seed, device=device,
-                           data_dir=data_dir, dataset_params=parse_sets(set_), embeddings=embeddings,
+        model_options, dataset_params = split_model_options(parse_sets(set_))
+        report = run_audit(dataset=dataset, out_dir=out, model=model_from_text(model), model_options=model_options,
+                           epochs=epochs, seed=seed, device=device,
+                           data_dir=data_dir, dataset_params=dataset_params, embeddings=embeddings,
                            quick=quick, seeds=seeds, methods=split_list(methods), skip=split_list(skip) or ())
     except SpurlabError as exc:
         fail(exc)
