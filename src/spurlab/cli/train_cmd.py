@@ -9,7 +9,6 @@ from rich.table import Table
 
 from spurlab.cli._console import console, fail, frame_table
 from spurlab.errors import SpurlabError
-from spurlab.train.training_run import run_training, split_overrides
 
 
 def _methods_table():
@@ -29,7 +28,10 @@ def _methods_table():
 def train(method: str = typer.Option(..., "--method", help="A training method, or 'list'."),
           dataset: str = typer.Option("spurious-digits", "--dataset", help="A registered dataset."),
           out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/train-METHOD-TIME)."),
-          model: str = typer.Option("auto", "--model", help="auto, linear, mlp or cnn."),
+          model: str = typer.Option("auto", "--model", help="A registered model (list: spurlab models), "
+                                    "torchvision:<arch>, timm:<name>, a TorchScript file (the starting point) or "
+                                    "pkg.module:factory; --set freeze=backbone, pretrained=, feature_layer=, "
+                                    "model.KEY="),
           epochs: int = typer.Option(20, "--epochs"),
           selection: str = typer.Option("auto", "--selection",
                                         help="worst_group, worst_class (no group labels), accuracy, last or auto."),
@@ -41,12 +43,15 @@ def train(method: str = typer.Option(..., "--method", help="A training method, o
           set_: Optional[list[str]] = typer.Option(None, "--set", help="A hyper-parameter or dataset parameter: "
                                                    "key=value (method.key / data.key when ambiguous)")) -> None:
     """Train with one method (ERM, GroupDRO, JTT, DFR, ...): summary.json, results.csv, model.pt."""
+    from spurlab.train.training_run import model_overrides, run_training, split_overrides
+
     if method == "list":
         console.print(_methods_table())
         return
     try:
+        model_spec, set_ = model_overrides(model, set_)
         hparams, params = split_overrides(method, dataset, set_)
-        run = run_training(method, dataset, out, model=model, epochs=epochs, selection=selection, n_trials=trials,
+        run = run_training(method, dataset, out, model=model_spec, epochs=epochs, selection=selection, n_trials=trials,
                            seed=seed, device=device, data_dir=data_dir, hparams=hparams, dataset_params=params)
     except SpurlabError as exc:
         fail(exc)

@@ -4,7 +4,9 @@
     spurlab train --method list
 
 ``--set key=value`` goes to the method's hyper-parameters or to the dataset's
-parameters, whichever has the key (``method.key`` / ``data.key`` when both do).
+parameters, whichever has the key (``method.key`` / ``data.key`` when both do);
+``pretrained``, ``freeze``, ``feature_layer`` and ``model.key`` go to the model
+(``--model`` also takes a TorchScript file or ``pkg.module:factory``).
 The output folder gets ``summary.json`` (per split: per-group accuracies,
 worst_group_acc, mean_group_acc, average_acc, accuracy; the hyper-parameters,
 trials and history), ``results.csv`` (long format) and ``model.pt`` (weights).
@@ -29,6 +31,16 @@ class TrainRun:
 
 
 # ------------------------------------------------------------------ overrides
+def model_overrides(model: str, sets: list[str] | None) -> tuple[Any, list[str]]:
+    """``--model TEXT`` with the model's ``--set`` options (a ModelSpec), and the other ``--set`` items."""
+    from spurlab.models.model_registry import as_model_spec, model_from_text, split_model_options
+    from spurlab.runs import parse_sets, split_key_values
+
+    options, others = split_model_options(parse_sets(sets))
+    rest = [f"{k}={v}" for k, v in split_key_values(sets).items() if k in others]
+    return as_model_spec(model_from_text(model), **options), rest
+
+
 def split_overrides(method_name: str, dataset: str, sets: list[str] | None) -> tuple[dict, dict]:
     """``--set`` items -> (method hyper-parameters, dataset parameters), values parsed."""
     from spurlab.data.dataset_registry import get_entry
@@ -67,7 +79,7 @@ def _route(key: str, space: dict, data_params: dict, method_name: str, dataset: 
 
 # ------------------------------------------------------------------ running
 def run_training(method: str, dataset: str = "spurious-digits", out_dir: str | Path | None = None, *,
-                 model: str = "auto", epochs: int = 20, selection: str = "auto", n_trials: int = 1,
+                 model: Any = "auto", epochs: int = 20, selection: str = "auto", n_trials: int = 1,
                  seed: int = 0, device: str = "auto", data_dir: str | Path | None = None,
                  hparams: dict[str, Any] | None = None, dataset_params: dict[str, Any] | None = None) -> TrainRun:
     """Load ``dataset``, fit ``method`` (best of ``n_trials`` on validation), write the outputs."""
