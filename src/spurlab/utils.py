@@ -100,6 +100,10 @@ def to_jsonable(obj: Any) -> Any:
         return None
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(getattr(obj, "label", None), str):  # a model choice (ModelSpec) in a config
+        return obj.label
+    if callable(obj) and not isinstance(obj, type):  # a model factory or module given in a config
+        return f"<{type(obj).__module__}.{getattr(obj, '__qualname__', type(obj).__qualname__)}>"
     return obj
 
 
