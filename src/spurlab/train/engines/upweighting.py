@@ -18,6 +18,7 @@ Every weight vector is normalized to mean 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,16 +157,18 @@ def select_from_pool(strategy: str, labels, k: int, decision_values=None, confid
 class Retrainer:
     """How every intervention retrains: a fresh ``model`` trained with ``config``."""
 
-    model: str = "mlp"
+    model: Any = "mlp"  # a registered name, or anything the models registry takes (a factory, a module, ...)
     config: TrainConfig | None = None
     model_options: dict | None = None  # e.g. {"hidden": (128,)} for the MLP
 
     def train(self, x: np.ndarray, y: np.ndarray, n_classes: int, sample_weights=None, seed_offset: int = 0):
-        from spurlab.models import make_model
+        from spurlab.models import as_model_spec, make_model
 
         cfg = self.config or TrainConfig()
         cfg = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + seed_offset})
-        model = make_model(self.model, tuple(x.shape[1:]), n_classes, seed=cfg.seed, **(self.model_options or {}))
+        shape = tuple(x.shape[1:])
+        model = (make_model(self.model, shape, n_classes, seed=cfg.seed, **(self.model_options or {}))
+                 if isinstance(self.model, str) else as_model_spec(self.model).build(shape, n_classes, seed=cfg.seed))
         fit(model, x, y, cfg, sample_weights=sample_weights)
         return model
 
