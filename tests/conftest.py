@@ -13,6 +13,12 @@ os.environ.setdefault("SPURLAB_DATA", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("SPURLAB_QUIET", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory):
+    """Every test run keeps its feature cache (spurlab.train.feature_cache) in a temporary folder."""
+    os.environ.setdefault("SPURLAB_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ["SPURLAB_DATA"])
