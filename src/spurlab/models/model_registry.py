@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -294,7 +295,9 @@ def load_model_file(text: str | Path) -> ModelSpec:
 
 def load_torchscript(path: Path) -> nn.Module:
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; it is still the safe format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         raise SpurlabError(f"{path} is not a TorchScript model ({str(exc).splitlines()[0][:120]})",
                            hint="save your trained model with torch.jit.save(torch.jit.script(model), FILE) "
