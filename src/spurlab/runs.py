@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 from datetime import datetime
 from pathlib import Path
@@ -22,8 +23,8 @@ def parse_value(text: str, default: Any) -> Any:
     if text.startswith("[") or text.startswith("{"):
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpurlabError(f"cannot parse {text!r} as JSON: {exc}") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise SpurlabError(f"cannot parse {text[:60]!r} as JSON: {str(exc) or 'nested too deeply'}") from None
     if isinstance(default, bool):
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -58,13 +59,21 @@ def split_key_values(items: list[str] | None, option: str = "--set") -> dict[str
         if "=" not in item:
             raise SpurlabError(f"{option} expects key=value, got {item!r}")
         key, value = item.split("=", 1)
+        if not key.strip():
+            raise SpurlabError(f"{option} {item!r} has no parameter name before '='", hint=f"write {option} key=value")
         pairs[key.strip()] = value.strip()
     return pairs
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """``["k=v", ...]`` -> ``{k: parsed v}`` (numbers, booleans, JSON lists, strings)."""
-    return {key: parse_value(value, None) for key, value in split_key_values(items).items()}
+    parsed = {}
+    for key, value in split_key_values(items).items():
+        try:
+            parsed[key] = parse_value(value, None)
+        except SpurlabError as exc:
+            raise SpurlabError(f"--set {key}: {exc}") from None
+    return parsed
 
 
 def package_versions() -> dict[str, str]:
@@ -75,6 +84,26 @@ def package_versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "spurlab": __version__, "numpy": np.__version__,
             "pandas": pd.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__}
+
+
+def check_out_dir(path: str | os.PathLike | None, option: str = "--out") -> Path | None:
+    """Refuse, before any work, an output folder that is an existing file or cannot be written to."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SpurlabError(f"{option} {str(path)!r} is an existing file, not a folder",
+                           hint="pass a folder path (it is created if missing)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpurlabError(f"{option} {str(path)!r} cannot be created: {str(existing)!r} is a file",
+                           hint="pass a folder path under an existing folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpurlabError(f"{option} {str(path)!r} is not writable (no write permission on {str(existing)!r})",
+                           hint="pass a folder you can write to")
+    return path
 
 
 def default_out_dir(prefix: str) -> Path:

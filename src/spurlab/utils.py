@@ -7,6 +7,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,27 +119,58 @@ def atomic_write_csv(path: str | os.PathLike, frame) -> Path:
 
 
 # ---------------------------------------------------------------- progress
+_STARTED = time.perf_counter()
+
+
+def progress_mode() -> str:
+    """``"bar"`` on a terminal, ``"lines"`` (plain timed lines) when stderr is a pipe, a file or CI, ``"off"`` with
+    ``--quiet`` (``SPURLAB_QUIET``) or under pytest. ``SPURLAB_PROGRESS=bar|lines|off`` overrides."""
+    forced = os.environ.get("SPURLAB_PROGRESS", "").strip().lower()
+    if forced in ("bar", "lines", "off"):
+        return forced
+    if os.environ.get("SPURLAB_QUIET") or "PYTEST_CURRENT_TEST" in os.environ:
+        return "off"
+    return "bar" if sys.stderr.isatty() and not os.environ.get("CI") else "lines"
+
+
 def show_progress() -> bool:
-    """Progress bars only on an interactive terminal, never under CI or pytest."""
-    if os.environ.get("CI") or os.environ.get("SPURLAB_QUIET") or "PYTEST_CURRENT_TEST" in os.environ:
-        return False
-    return sys.stderr.isatty()
+    """Whether progress is shown at all (a bar or plain lines)."""
+    return progress_mode() != "off"
+
+
+def _line(message: str) -> None:
+    print(f"[spurlab {time.perf_counter() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def progress(iterable: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
-    """Iterate with a rich progress bar on a terminal, silently otherwise."""
-    if not show_progress():
+    """Iterate with a rich progress bar on a terminal; elsewhere one timed line at each tenth of the way
+    (every 5 s when the length is unknown); silently with ``--quiet``."""
+    mode = progress_mode()
+    if mode == "off":
         yield from iterable
         return
-    from rich.progress import track
+    if mode == "bar":
+        from rich.progress import track
 
-    yield from track(iterable, description=description, total=total, transient=True)
+        yield from track(iterable, description=description, total=total, transient=True)
+        return
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    every = max(1, total // 10) if total else None
+    done, last = 0, time.perf_counter()
+    for item in iterable:
+        yield item
+        done += 1
+        if (done % every == 0 or done == total) if every else time.perf_counter() - last >= 5.0:
+            _line(f"{description} {done}/{total or '?'}")
+            last = time.perf_counter()
 
 
 def log(message: str) -> None:
-    """A one-line status message on stderr (terminal only)."""
+    """One status line on stderr with the time since start (a terminal, a pipe or a log file; not with --quiet)."""
     if show_progress():
-        print(message, file=sys.stderr)
+        message = message.removeprefix("[spurlab] ")
+        _line(message)
 
 
 def available_memory_bytes() -> int | None:
