@@ -8,6 +8,7 @@ In Parquet, embeddings are a list column ``embeddings`` or columns ``emb_0 ...``
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,42 @@ from spurlab.utils import check_finite, check_labels, check_same_length
 RESERVED = {"embeddings", "labels", "predictions", "groups", "spurious", "split", "class_names"}
 
 
+NPZ_HINT = "write it again with numpy.savez(path, embeddings=..., labels=..., ...)"
+
+
 def _read_npz(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        what = ("a single .npy array, not an .npz archive" if head == b"\x93NUMPY" else
+                "empty (0 bytes)" if not head else "not an .npz (zip) archive: truncated or corrupt")
+        raise SpurlabError(f"embeddings file {str(path)!r} is {what}", hint=NPZ_HINT)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise SpurlabError(f"embeddings file {str(path)!r} holds pickled objects; spurlab never unpickles",
+                               hint="save plain arrays: numbers, or strings as a fixed-width dtype "
+                                    "(np.array(names, dtype=str)), never dtype=object") from None
+        raise SpurlabError(f"embeddings file {str(path)!r} is corrupt: {exc}", hint=NPZ_HINT) from None
+    except Exception as exc:  # zip members truncated or damaged: zlib, zipfile and numpy header errors
+        raise SpurlabError(f"embeddings file {str(path)!r} is truncated or corrupt "
+                           f"({type(exc).__name__}: {str(exc)[:120]})", hint=NPZ_HINT) from None
 
 
 def _read_parquet(path: Path) -> dict[str, Any]:
+    try:
+        return _parquet_columns(path)
+    except SpurlabError:
+        raise
+    except Exception as exc:  # pyarrow's errors for truncated, empty or non-parquet files
+        raise SpurlabError(f"embeddings file {str(path)!r} is not a readable parquet file "
+                           f"({type(exc).__name__}: {str(exc)[:160]})",
+                           hint="write it again with DataFrame.to_parquet") from None
+
+
+def _parquet_columns(path: Path) -> dict[str, Any]:
     frame = pd.read_parquet(path)
     out: dict[str, Any] = {}
     if "embeddings" in frame.columns:
@@ -61,18 +92,45 @@ def read_embeddings_file(path: str | Path) -> dict[str, Any]:
         if key not in data:
             raise SpurlabError(f"{path} has no {key!r} entry",
                                hint="an embeddings file needs 'embeddings' (N x D) and 'labels' (N)")
-    emb = np.asarray(data["embeddings"], dtype=np.float32)
+    emb = np.asarray(data["embeddings"])
+    if not (np.issubdtype(emb.dtype, np.number) or emb.dtype == bool) or np.iscomplexobj(emb):
+        raise SpurlabError(f"{path}: 'embeddings' must hold real numbers, got dtype {emb.dtype}")
+    emb = emb.astype(np.float32)
     if emb.ndim != 2:
-        raise SpurlabError(f"embeddings must be 2-d (N x D), got shape {emb.shape}")
+        raise SpurlabError(f"{path}: 'embeddings' must be 2-d (N x D), got shape {emb.shape}")
+    if emb.shape[0] == 0 or emb.shape[1] == 0:
+        raise SpurlabError(f"{path}: 'embeddings' holds no examples or no dimensions (shape {emb.shape})")
     data["embeddings"] = emb
     check_finite("embeddings", emb)
+    if "class_names" in data and np.ndim(data["class_names"]) != 1:
+        raise SpurlabError(f"{path}: 'class_names' must be a 1-d list of names, got shape "
+                           f"{np.shape(data['class_names'])}")
     per_example = {k: v for k, v in data.items() if k != "class_names" and np.ndim(v) >= 1}
     check_same_length(**per_example)
     n_classes = len(data["class_names"]) if "class_names" in data else None
     data["labels"] = check_labels("labels", data["labels"], n_classes)
     if "predictions" in data:
         data["predictions"] = check_labels("predictions", data["predictions"], n_classes)
+    if n_classes is None:
+        check_label_set(path, data)
     return data
+
+
+def check_label_set(path: Path, data: dict[str, Any]) -> None:
+    """Without ``class_names`` the classes are the labels 0..K-1: no gaps, no prediction outside them."""
+    present = set(np.unique(data["labels"]).tolist())
+    missing = sorted(set(range(max(present) + 1)) - present)
+    if missing:
+        raise SpurlabError(f"{path}: labels skip class(es) {missing[:10]} (values {sorted(present)[:10]}); "
+                           "the classes would include ones with no example",
+                           hint="renumber the labels 0..K-1, or add 'class_names' listing every class")
+    if "predictions" in data:
+        outside = sorted(set(np.unique(data["predictions"]).tolist()) - present)
+        if outside:
+            raise SpurlabError(f"{path}: predictions hold class(es) {outside[:10]} that no label has "
+                               f"(labels: {sorted(present)[:10]})",
+                               hint="predictions must use the labels' class indices; add 'class_names' if a "
+                                    "class has no example")
 
 
 def _split_names(values: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,25 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (gzipped or not) into a numpy array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise SpurlabError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})",
+                           hint="delete it and download it again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise SpurlabError(f"{path} is not an IDX file (bad magic number)",
+        raise SpurlabError(f"{path} is not an IDX file (bad magic number)" if data else f"{path} is empty",
                            hint="re-download the file; it may be truncated or an HTML error page")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(data[2])
     if dtype is None:
         raise SpurlabError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise SpurlabError(f"{path} is truncated: its header ends after {len(data)} bytes",
+                           hint="delete it and download it again")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if (len(data) - 4 - 4 * ndim) % np.dtype(dtype).itemsize:
+        raise SpurlabError(f"{path} is truncated: it ends inside a value", hint="delete it and download it again")
     array = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
         raise SpurlabError(f"{path} is truncated: header says {shape}, found {array.size} values")
