@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from spurlab import SpurlabError
@@ -21,9 +23,11 @@ from spurlab.models.units import CriticalUnits
 from spurlab.probes.neurons import find_critical_units
 from spurlab.probes.unit_evidence import UnitSet, minority_contrast, unit_evidence
 from spurlab.studies.study_base import apply_overrides, get_study, run_study
-from spurlab.train.engines.pruned_copy_contrastive import (PrunedContrastiveConfig, compute_masks, nt_xent,
-                                                           pruned_contrastive_loss, pruned_fraction,
+from spurlab.train.engines.pruned_copy_contrastive import (PrunedContrastiveConfig, VacuousPrunedCopyWarning,
+                                                           classification_loss, compute_masks, is_vacuous, nt_xent,
+                                                           pruned_contrastive_loss, pruned_divergence,
                                                            train_pruned_contrastive)
+from spurlab.studies.critical_neurons import neurons_framework as fw
 
 torch.set_num_threads(1)
 
@@ -227,22 +231,148 @@ def test_nt_xent_prefers_aligned_pairs():
     torch.testing.assert_close(nt_xent(a, a, temperature=0.5), by_hand)
 
 
-@pytest.mark.parametrize("method, granularity", [("magnitude", "weight"), ("gradient", "weight"),
-                                                 ("magnitude", "channel")])
-def test_mask_has_the_requested_fraction(method, granularity):
-    model = FlatCNN((3, 12, 12), 2, channels=(4, 8), hidden=16)
+LN_1_PLUS_E_MINUS_1 = math.log(1 + math.exp(-1))
+
+
+def small_flatcnn():
+    return FlatCNN((3, 12, 12), 2, channels=(4, 8), hidden=16)
+
+
+def masked_forward(model, masks, x):
+    return functional_call(model, {n: p * masks[n] if n in masks else p for n, p in model.named_parameters()}, (x,))
+
+
+@pytest.mark.parametrize("granularity", ["weight", "channel"])
+def test_magnitude_mask_covers_the_hidden_layers_never_the_head(granularity):
+    # The authors' Mask prunes the feature extractor's conv/linear weights; the classifier head is outside it.
+    model = small_flatcnn()
     x, y, _ = random_images(60)
-    cfg = PrunedContrastiveConfig(prune_fraction=0.05, mask_method=method, mask_granularity=granularity)
-    masks = compute_masks(model, (x, y), cfg)
-    total = sum(m.weight.numel() for m in prunable_layers(model).values())
+    masks = compute_masks(model, (x, y), PrunedContrastiveConfig(prune_fraction=0.05, mask_granularity=granularity))
+    assert "head.weight" not in masks and not any(n.endswith(".bias") for n in masks)
+    total = sum(m.weight.numel() for m in prunable_layers(model, include_output=False).values())
+    removed = sum(int((m == 0).sum()) for m in masks.values())
     if granularity == "weight":
-        assert pruned_fraction(model, masks) == pytest.approx(math.ceil(0.05 * total) / total)
-    else:
-        assert 0 < pruned_fraction(model, masks) < 0.2
-    if method == "magnitude" and granularity == "weight":
+        assert removed == math.ceil(0.05 * total)
         pruned = torch.cat([model.get_parameter(n)[m == 0].abs().flatten() for n, m in masks.items()])
         kept = torch.cat([model.get_parameter(n)[m == 1].abs().flatten() for n, m in masks.items()])
         assert pruned.max() <= kept.min()  # the globally smallest weights
+    else:
+        assert 0 < removed / total < 0.2
+    conv_only = compute_masks(model, (x, y), PrunedContrastiveConfig(prune_fraction=0.05, mask_layers="conv"))
+    assert set(conv_only) == {"body.0.weight", "body.3.weight"}
+
+
+def test_gradient_mask_removes_whole_conv_channels_and_single_linear_weights():
+    model = small_flatcnn()
+    x, y, _ = random_images(60)
+    cfg = PrunedContrastiveConfig(prune_fraction=0.1, mask_method="gradient", mask_batch=200)
+    masks = compute_masks(model, (x, y), cfg)
+    assert set(masks) == {"body.0.weight", "body.3.weight", "body.7.weight"}
+    conv = {n: masks[n].flatten(1) for n in ("body.0.weight", "body.3.weight")}
+    for rows in conv.values():  # a conv channel is kept or removed whole
+        assert torch.all((rows == 0).all(dim=1) | (rows == 1).all(dim=1))
+    pruned_channels = sum(int((rows == 0).all(dim=1).sum()) for rows in conv.values())
+    assert pruned_channels == math.ceil(0.1 * (4 + 8))
+    assert int((masks["body.7.weight"] == 0).sum()) == math.ceil(0.1 * masks["body.7.weight"].numel())
+    # The removed channel has the largest gradient norm of the CE on the softmax head (all 60 examples).
+    loss = F.cross_entropy(F.softmax(model(torch.as_tensor(x)), 1), torch.as_tensor(y))
+    grads = torch.autograd.grad(loss, [model.body[0].weight, model.body[3].weight])
+    norms = torch.cat([g.flatten(1).norm(dim=1) for g in grads])
+    removed = torch.cat([(rows == 0).all(dim=1) for rows in conv.values()])
+    assert torch.equal(removed, norms >= norms.topk(pruned_channels).values[-1])
+
+
+# ------------------------------------------------------------------ the authors' loss placement
+def test_authors_variant_feeds_softmax_once_to_nt_xent_and_to_ce():
+    model = small_flatcnn()
+    x, y, _ = random_images(20)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    cfg = PrunedContrastiveConfig(prune_fraction=0.2, representation="softmax")
+    masks = compute_masks(model, (x, y), cfg)
+    _, parts = pruned_contrastive_loss(model, masks, xt, yt, cfg)
+    with torch.no_grad():
+        p, q = F.softmax(model(xt), 1), F.softmax(masked_forward(model, masks, xt), 1)
+    torch.testing.assert_close(parts["to_pruned"], nt_xent(p, q))  # softmax applied once
+    torch.testing.assert_close(parts["to_full"], nt_xent(p, q))
+    torch.testing.assert_close(parts["ce"], F.cross_entropy(p, yt))  # CE on the softmax output: softmax twice
+    _, by_logits = pruned_contrastive_loss(model, masks, xt, yt, replace_cfg(cfg, representation="logits"))
+    torch.testing.assert_close(by_logits["ce"], F.cross_entropy(model(xt), yt))
+
+
+def replace_cfg(cfg, **changes):
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
+
+
+def test_softmax_then_cross_entropy_floors_at_ln_1_plus_e_minus_1():
+    logits = torch.tensor([[60.0, -60.0], [-60.0, 60.0], [0.3, -0.2], [-2.0, 1.0]])
+    y = torch.tensor([0, 1, 0, 0])
+    per_example = [float(classification_loss(F.softmax(logits[i:i + 1], 1), y[i:i + 1])) for i in range(4)]
+    assert per_example[0] == pytest.approx(LN_1_PLUS_E_MINUS_1, abs=1e-6)
+    assert per_example[1] == pytest.approx(LN_1_PLUS_E_MINUS_1, abs=1e-6)
+    assert min(per_example) >= LN_1_PLUS_E_MINUS_1 - 1e-7
+    assert per_example[3] > per_example[2] > LN_1_PLUS_E_MINUS_1  # still ordered by how wrong the prediction is
+    # On a confident, correct network the framework's CE term sits at the floor, not at 0.
+    net, x, labels = one_hot_net(20, scale=60.0)
+    cfg = PrunedContrastiveConfig(representation="softmax")
+    _, parts = pruned_contrastive_loss(net, {}, x, labels, cfg)
+    assert float(parts["ce"].detach()) == pytest.approx(LN_1_PLUS_E_MINUS_1, abs=1e-5)
+    _, by_logits = pruned_contrastive_loss(net, {}, x, labels, replace_cfg(cfg, representation="logits"))
+    assert float(by_logits["ce"].detach()) < 1e-6
+
+
+def one_hot_net(n, scale):
+    """A two-class 'network' whose logits are ``scale`` x one-hot(label): x is the one-hot label."""
+    labels = torch.arange(n) % 2
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2) * scale)
+    return net, F.one_hot(labels, 2).float(), labels
+
+
+def test_nt_xent_of_the_authors_variant_varies_with_its_inputs():
+    # Softmax once: confident two-class outputs are (1, 0) / (0, 1), orthogonal across classes. With n = 20
+    # balanced rows and tau = 0.5, each anchor has its positive and 18 same-class rows at similarity 2 and 20
+    # rows at 0: NT-Xent = log(19 + 20 e^-2). Uncertain outputs are all alike: log(2n - 1).
+    cfg = PrunedContrastiveConfig(representation="softmax")
+    values = {}
+    for scale in (60.0, 1e-4):
+        net, x, labels = one_hot_net(20, scale)
+        _, parts = pruned_contrastive_loss(net, {}, x, labels, cfg)
+        values[scale] = float(parts["to_pruned"].detach())
+    assert values[60.0] == pytest.approx(math.log(19 + 20 * math.exp(-2)), abs=1e-4)
+    assert values[1e-4] == pytest.approx(math.log(39), abs=1e-4)
+    assert values[1e-4] - values[60.0] > 0.5
+
+
+# ------------------------------------------------------------------ full vs pruned
+def test_a_pruned_copy_that_changes_nothing_is_reported():
+    model = small_flatcnn()
+    x, y, g = random_images(40)
+    with torch.no_grad():  # the smallest 10% of the hidden weights are exact zeros: pruning 5% removes nothing
+        for layer in prunable_layers(model, include_output=False).values():
+            w = layer.weight
+            w[w.abs() <= w.abs().flatten().quantile(0.1)] = 0.0
+    masks = compute_masks(model, (x, y), PrunedContrastiveConfig(prune_fraction=0.05))
+    divergence = pruned_divergence(model, masks, x, g)
+    assert divergence["mask_dlogit"] == 0 and divergence["mask_flips"] == 0 and is_vacuous(divergence)
+    assert divergence["mask_cosine"] == pytest.approx(1.0) and set(divergence) >= {"mask_flips_g0", "mask_flips_g3"}
+    with pytest.warns(VacuousPrunedCopyWarning, match="indistinguishable"):
+        history = train_pruned_contrastive(copy_of(model), (x, y, g), epochs=1, batch_size=20, prune_fraction=0.05,
+                                           device="cpu")
+    assert history[0]["mask_flips"] == 0 and "mask_flips_g1" in history[0]
+    with pytest.raises(SpurlabError, match="indistinguishable"):
+        train_pruned_contrastive(copy_of(model), (x, y), epochs=1, prune_fraction=0.05, on_vacuous_mask="error",
+                                 device="cpu")
+    flipped = {n: torch.zeros_like(m) for n, m in masks.items()}  # everything pruned: the copy is a constant
+    assert not is_vacuous(pruned_divergence(model, flipped, x, g))
+
+
+def copy_of(model):
+    import copy
+
+    return copy.deepcopy(model)
 
 
 @pytest.mark.parametrize("representation", ["logits", "features", "softmax"])
@@ -268,11 +398,14 @@ def test_train_pruned_contrastive_history_and_errors():
     x, y, g = random_images(50)
     before = state(model)
     calls = []
-    history = train_pruned_contrastive(model, (x, y), epochs=2, batch_size=16, device="cpu",
+    history = train_pruned_contrastive(model, (x, y), epochs=2, batch_size=16, device="cpu", on_vacuous_mask="ignore",
                                        on_epoch_end=lambda e, m: calls.append(e) or {"seen": e})
     assert [h["epoch"] for h in history] == [1, 2] and calls == [1, 2] and history[-1]["seen"] == 2
     assert set(history[0]) >= {"loss", "to_pruned", "to_full", "ce", "lr", "pruned_fraction"}
-    assert history[0]["pruned_fraction"] == pytest.approx(0.01, abs=0.002)
+    hidden = sum(m.weight.numel() for m in prunable_layers(model, include_output=False).values())
+    total = sum(m.weight.numel() for m in prunable_layers(model).values())
+    assert history[0]["pruned_fraction"] == pytest.approx(math.ceil(0.01 * hidden) / total)
+    assert {"mask_dlogit", "mask_dprob", "mask_cosine", "mask_flips"} <= set(history[0])
     assert not same_state(model, before)
     with pytest.raises(SpurlabError, match="representation"):
         train_pruned_contrastive(model, (x, y), representation="pixels")
@@ -320,6 +453,52 @@ def test_editing_few_units_hits_minority_training_accuracy(planted):
     assert best.contrast < -0.1
 
 
+def test_the_authors_masks_on_the_study_model(planted):
+    # Their default (smallest 1% of single weights) leaves the study's ERM network unchanged; their gradient
+    # option removes the units the worst-predicted (minority) examples need, and the copy diverges there.
+    splits, erm, minority = planted
+    model, train = erm["model"], splits["train"]
+    by_magnitude = pruned_divergence(model, compute_masks(model, train, PrunedContrastiveConfig()), train.x, train.g)
+    assert is_vacuous(by_magnitude) and by_magnitude["mask_dlogit"] < 1e-2
+    by_gradient = pruned_divergence(model, compute_masks(model, train, PrunedContrastiveConfig(mask_method="gradient")),
+                                    train.x, train.g)
+    assert not is_vacuous(by_gradient) and by_gradient["mask_dlogit"] > 0.1 and by_gradient["mask_cosine"] < 0.99
+    minority_flips = max(by_gradient[f"mask_flips_g{g}"] for g in minority)
+    majority_flips = max(by_gradient[f"mask_flips_g{g}"] for g in (0, 3))
+    assert minority_flips > 0.2 and minority_flips > 3 * majority_flips
+
+
+# ------------------------------------------------------------------ framework selection and verdicts
+def fake_curves():
+    rows = []
+    for seed in (0, 1, 2):
+        for method, lift in (("erm", 0.0), ("pruned_contrastive", 0.1)):
+            for epoch in range(4):
+                # val is best at epoch 2; test follows val, so the selected test number differs from the final one
+                val = 0.5 + (0.2 if epoch == 2 else 0.0) + lift
+                rows.append({"seed": seed, "method": method, "epoch": epoch, "train_g0": 1.0, "train_g1": 0.9,
+                             "val_g0": 0.9, "val_g1": val, "test_g0": 0.9, "test_g1": val - 0.05 + 0.01 * seed})
+    return pd.DataFrame(rows)
+
+
+def test_selection_on_worst_group_validation_and_the_verdict():
+    summary = fw.selected_metrics(fake_curves(), np.array([90, 10]))
+    test_worst = summary[(summary.split == "test") & (summary.metric == "worst_group_acc")]
+    final = test_worst[(test_worst.selection == "final") & (test_worst.method == "erm")]
+    chosen = test_worst[(test_worst.selection == "val_worst_group") & (test_worst.method == "erm")]
+    assert set(final.epoch) == {3} and set(chosen.epoch) == {2}
+    np.testing.assert_allclose(chosen.sort_values("seed").value, [0.65, 0.66, 0.67])
+    assert {"erm_start"} <= set(summary.method) and set(summary[summary.method == "erm_start"].epoch) == {0}
+    weighted = summary[(summary.metric == "train_weighted_acc") & (summary.split == "train")]
+    np.testing.assert_allclose(weighted.value, 0.99)
+    table = fw.difference_table(summary, ["pruned_contrastive"]).set_index("selection")
+    assert table.loc["final", "diff_mean"] == pytest.approx(0.1) and table.loc["final", "n_seeds"] == 3
+    assert table.loc["final", "diff_std"] == pytest.approx(0.0, abs=1e-12)
+    assert table.loc["final", "verdict"] == "improved"
+    assert table.loc["val_worst_group", "train_worst"] == pytest.approx(0.9)
+    assert fw.verdict_word(0.01, 0.02) == "no clear change" and fw.verdict_word(-0.1, 0.01) == "lowered"
+
+
 # ------------------------------------------------------------------ the study contract
 def test_study_config_overrides_parse():
     study = get_study("critical-neurons")
@@ -334,12 +513,12 @@ def test_study_config_overrides_parse():
 def test_study_writes_its_outputs(data_dir, tmp_path):
     overrides = {"n_train": 500, "n_test": 300, "erm_epochs": 3, "ks": [1, 2], "modes": ["zero", "random_init",
                  "rewind"], "repeats": 2, "rewind_epochs": [1], "n_seeds": 1, "framework_epochs": 1,
-                 "magnitude_fractions": [0.02]}
+                 "magnitude_fractions": [0.02], "paper_edit_repeats": 3}
     result, out = run_study("critical-neurons", out_dir=tmp_path, quick=True, seed=1, device="cpu",
                             overrides=overrides)
     frame = pd.read_csv(out / "results.csv")
-    assert set(frame["experiment"]) == {"evidence", "framework"}
-    delta = frame[frame["metric"] == "delta_acc"]
+    assert set(frame["experiment"]) == {"evidence", "paper_edit", "framework"}
+    delta = frame[(frame["metric"] == "delta_acc") & (frame["experiment"] == "evidence")]
     assert {"group", "split", "selector", "mode", "k", "sigma"} <= set(delta.columns)
     assert set(delta["split"]) == {"train", "test"} and set(delta["mode"]) == {"zero", "random_init", "rewind"}
     assert set(delta["selector"]) == {"weight_norm", "group_gradient", "magnitude"}
@@ -347,9 +526,21 @@ def test_study_writes_its_outputs(data_dir, tmp_path):
     assert frame["value"].notna().all()  # no placeholder rows
     gaps = frame[(frame["metric"] == "train_test_gap") & (frame["mode"] != "none")]
     assert len(gaps) == len(delta[delta["split"] == "train"])  # one gap per edited (setting, group)
-    fw = frame[frame["experiment"] == "framework"]
-    assert {"worst_group_acc", "mean_group_acc", "train_weighted_acc"} <= set(fw["metric"])
-    assert set(fw["method"].dropna()) == {"erm", "pruned_contrastive", "erm_start"}
+    framework = frame[frame["experiment"] == "framework"]
+    assert {"worst_group_acc", "mean_group_acc", "train_weighted_acc", "mask_dlogit", "mask_cosine",
+            "mask_flips"} <= set(framework["metric"])
+    assert set(framework["method"].dropna()) == {"erm", "erm_start", "pruned_contrastive",
+                                                 "pruned_contrastive_gradient", "ce_term_only"}
+    assert set(framework["selection"].dropna()) == {"final", "val_worst_group"}
+    flips = framework[(framework["metric"] == "mask_flips") & framework["group"].notna()]
+    assert set(flips["group"]) == {0, 1, 2, 3}  # prediction flips per group
+    scored = framework[framework["metric"] == "worst_group_acc"]
+    assert set(scored["split"]) == {"train", "val", "test"}  # training accuracy beside every test number
+    edit = frame[frame["experiment"] == "paper_edit"]
+    assert len(edit) == 3 * 4 * 2 and set(edit["rep"]) == {0, 1, 2} and set(edit["mode"]) == {"random_init"}
+    head = result.headline["result"].tolist()
+    assert head[0].startswith("paper's edit") and "top-1 weight-norm" in head[0]
+    assert any("MAXIMUM" in r for r in head)
     for name in ("delta_vs_k", "top_units", "framework_curves", "group_gap"):
         assert (out / f"{name}.png").stat().st_size > 1000
     manifest = json.loads((out / "manifest.json").read_text())

@@ -7,28 +7,34 @@ Two experiments on a four-group task (a class task with a spurious feature at
 * ``evidence`` — rank units three ways, edit the top-k (zero, re-initialize,
   add noise, rewind) and record each group's accuracy change on the train and
   the test split, plus the per-group train - test gap before and after;
-* ``framework`` — fine-tune the ERM model with the pruned-copy contrastive loss
-  and, for the same number of epochs, with plain cross-entropy; compare their
-  worst-group and mean group accuracy over several seeds.
+* ``paper_edit`` — the paper's own edit (re-initialize the single largest-norm
+  conv channel), repeated many times on every seed's ERM model, per group;
+* ``framework`` — fine-tune each seed's ERM model with the pruned-copy contrastive
+  loss (one arm per mask) and, for the same number of epochs, with plain
+  cross-entropy; compare worst-group accuracy at the final epoch and at the epoch
+  with the best worst-group validation accuracy (``neurons_framework``).
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+import numpy as np
 
 import pandas as pd
 
-from spurlab import metrics
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import get_entry, load_splits, resolve_data_dir
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.models import as_model_spec, make_model
 from spurlab.models.editing import MODES
 from spurlab.probes.neurons import find_critical_units
-from spurlab.probes.unit_evidence import UnitSet, group_accuracies_of, minority_contrast, unit_evidence
+from spurlab.models.batched_edits import evaluate_interventions
+from spurlab.probes.unit_evidence import (UnitSet, build_interventions, group_accuracies_of, minority_contrast,
+                                          unit_evidence)
 from spurlab.studies.critical_neurons import neurons_figures as figs
+from spurlab.studies.critical_neurons import neurons_framework as fw
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
-from spurlab.train.engines.pruned_copy_contrastive import PrunedContrastiveConfig, train_pruned_contrastive
+from spurlab.train.engines.pruned_copy_contrastive import MASK_LAYERS, MASK_METHODS, REPRESENTATIONS
 from spurlab.train.trainer import TrainConfig, fit
 
 SELECTORS = ("weight_norm", "group_gradient", "magnitude")
@@ -53,8 +59,11 @@ class CriticalNeuronsStudy(Study):
             "selectors": list(SELECTORS), "selector_layers": "conv", "gradient_groups": "minority", "n_worst": 200,
             "magnitude_fractions": [0.05], "magnitude_largest": False,
             "modes": list(MODES), "ks": [1, 2, 3, 5], "sigmas": [0.1], "repeats": 2, "rewind_epochs": [10],
+            "paper_edit_sigma": 0.1, "paper_edit_repeats": 20,
             "n_seeds": 2, "framework_epochs": 10, "framework_lr": 2e-4, "framework_batch": 100, "lam": 0.2,
-            "temperature": 0.5, "prune_fraction": 0.01, "mask_method": "magnitude", "representation": "logits",
+            "temperature": 0.5, "prune_fraction": 0.01, "framework_masks": ["magnitude", "gradient"],
+            "framework_ablation": True,
+            "mask_layers": "hidden", "representation": "softmax", "on_vacuous_mask": "warn",
             "eval_batch": 128,
         }
         if not quick:
@@ -62,6 +71,7 @@ class CriticalNeuronsStudy(Study):
                 "dataset": "auto", "n_train": 10000, "n_test": 4000, "model": "auto", "channels": [],
                 "erm_epochs": 30, "ks": list(range(1, 11)), "sigmas": [0.005, 0.01, 0.05, 0.1, 0.15],
                 "repeats": 10, "rewind_epochs": [5, 10], "n_seeds": 5, "framework_epochs": 21,
+                "paper_edit_repeats": 50,
                 "gradient_groups": "all",
             })
         return config
@@ -81,6 +91,14 @@ class CriticalNeuronsStudy(Study):
                                f"({config['erm_epochs'] - 1})", hint="lower rewind_epochs or raise erm_epochs")
         if int(config["n_seeds"]) < 1 or int(config["repeats"]) < 1:
             raise SpurlabError("n_seeds and repeats must be at least 1")
+        bad = [m for m in config["framework_masks"] if m not in MASK_METHODS]
+        if bad:
+            raise SpurlabError(f"unknown framework_masks {bad}", hint=f"choose from {', '.join(MASK_METHODS)}")
+        for key, allowed in (("representation", REPRESENTATIONS), ("mask_layers", MASK_LAYERS)):
+            if config[key] not in allowed:
+                raise SpurlabError(f"unknown {key} {config[key]!r}", hint=f"choose from {', '.join(allowed)}")
+        if int(config["paper_edit_repeats"]) < 2 or not float(config["paper_edit_sigma"]) > 0:
+            raise SpurlabError("paper_edit_repeats must be at least 2 (to show a spread) and paper_edit_sigma > 0")
         if config["gradient_groups"] not in ("minority", "all") and not isinstance(config["gradient_groups"], list):
             raise SpurlabError(f"gradient_groups must be 'minority', 'all' or a list of group ids, "
                                f"got {config['gradient_groups']!r}")
@@ -94,20 +112,27 @@ class CriticalNeuronsStudy(Study):
         train, test = splits["train"], splits["test"]
         minority = minority_of(train)
         with ctx.timed("erm"):
-            erm = train_erm(cfg, train, ctx.seed, ctx.device)
+            erm_runs = [train_erm(cfg, train, ctx.seed + i, ctx.device) for i in range(int(cfg["n_seeds"]))]
         with ctx.timed("evidence"):
-            evidence, unit_sets = run_evidence(cfg, erm, train, test, ctx.seed)
+            evidence, unit_sets = run_evidence(cfg, erm_runs[0], train, test, ctx.seed)
         add_evidence_rows(result, evidence, ctx.seed)
+        with ctx.timed("paper_edit"):
+            edit = paper_edit(cfg, erm_runs, train, test)
+        add_paper_edit_rows(result, edit)
         with ctx.timed("framework"):
-            curves, finals = run_framework(cfg, splits, erm, ctx)
-        add_framework_rows(result, curves, finals)
+            curves = fw.run_framework(cfg, splits, erm_runs, ctx.device)
+            summary = fw.selected_metrics(curves, train.group_counts())
+            divergence = fw.divergence_rows(curves)
+        add_framework_rows(result, curves, summary, divergence)
+        methods = [fw.method_name(m) for m in cfg["framework_masks"]] + [fw.ABLATION] * bool(cfg["framework_ablation"])
+        table = fw.difference_table(summary, methods)
 
-        result.headline = headline(evidence, finals, minority)
+        result.headline = headline(evidence, edit, table, minority, train)
         result.notes += evidence_notes(evidence, minority, train, dataset)
         result.notes.append("Top critical units: " + "; ".join(
             f"{us.label}: {', '.join(us.units.top(min(5, len(us.units))).labels())}"
             for us in unit_sets if us.units.granularity == "channel"))
-        result.notes += framework_notes(finals, ctx.seed, int(cfg["n_seeds"]))
+        result.notes += fw.framework_notes(table, divergence, 1e-3)
         names = train.group_names
         result.add_figure("delta_vs_k", figs.delta_vs_k(evidence, minority, cfg["modes"], cfg["sigmas"]),
                           "Δ group accuracy vs number of edited units k, per mode (rows: train / test). Solid: "
@@ -251,88 +276,92 @@ def add_evidence_rows(result: StudyResult, evidence: pd.DataFrame, seed: int) ->
                    split="train-test", **{k: row[k] for k in keys})
 
 
-# ------------------------------------------------------------------ framework
-def _epoch_metrics(splits: DatasetSplits):
-    evaluated = {s: splits[s] for s in ("val", "test") if s in splits}
-
-    def callback(epoch, model) -> dict[str, float]:
-        return {f"{s}_g{g}": acc for s, ds in evaluated.items()
-                for g, acc in enumerate(group_accuracies_of(model, ds))}
-
-    return callback
-
-
-def run_framework(cfg, splits: DatasetSplits, erm0, ctx: StudyContext) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-epoch curves and final metrics of ERM fine-tuning vs the framework, for every seed."""
-    train = splits["train"]
-    callback = _epoch_metrics(splits)
-    curves, finals = [], []
-    for i in range(int(cfg["n_seeds"])):
-        seed = ctx.seed + i
-        erm = erm0 if i == 0 else train_erm(cfg, train, seed, ctx.device)
-        start = callback(0, erm["model"])
-        runs = {"erm": copy.deepcopy(erm["model"]), "pruned_contrastive": copy.deepcopy(erm["model"])}
-        tcfg = TrainConfig(epochs=int(cfg["framework_epochs"]), lr=float(cfg["framework_lr"]),
-                           batch_size=int(cfg["framework_batch"]), seed=seed, device=ctx.device)
-        history = {"erm": fit(runs["erm"], train.x, train.y, tcfg, on_epoch_end=callback).history}
-        pcfg = PrunedContrastiveConfig(epochs=tcfg.epochs, lr=tcfg.lr, batch_size=tcfg.batch_size,
-                                       lam=float(cfg["lam"]), temperature=float(cfg["temperature"]),
-                                       prune_fraction=float(cfg["prune_fraction"]), mask_method=cfg["mask_method"],
-                                       representation=cfg["representation"], seed=seed, device=ctx.device)
-        history["pruned_contrastive"] = train_pruned_contrastive(runs["pruned_contrastive"], train, pcfg,
-                                                                 on_epoch_end=callback)
-        for method, hist in history.items():
-            for record in [{"epoch": 0, **start}, *hist]:
-                curves.append({"seed": seed, "method": method, **record})
-            for split in ("val", "test"):
-                if split in splits:
-                    finals += final_metrics(runs[method], splits[split], train, method, split, seed)
-        for split in ("val", "test"):
-            if split in splits:
-                finals += final_metrics(erm["model"], splits[split], train, "erm_start", split, seed)
-    return pd.DataFrame(curves), pd.DataFrame(finals)
+# ------------------------------------------------------------------ the paper's edit
+def paper_edit(cfg: dict[str, Any], erm_runs: list[dict], train: GroupedDataset,
+               test: GroupedDataset) -> pd.DataFrame:
+    """The paper's exact edit on every seed's ERM model: re-initialize (N(0, σ²)) the one conv channel with the
+    largest weight norm, ``paper_edit_repeats`` times; one row per (seed, repeat, split, group)."""
+    layers = None if cfg["selector_layers"] in ("all", None) else cfg["selector_layers"]
+    rows = []
+    for erm in erm_runs:
+        model, seed = erm["model"], erm["seed"]
+        units = find_critical_units(model, train, "weight_norm", k=1, layers=layers)
+        ivs = build_interventions([UnitSet("weight_norm", units)], ["random_init"], [1],
+                                  [float(cfg["paper_edit_sigma"])], int(cfg["paper_edit_repeats"]), seed=seed)
+        for split, ds in (("train", train), ("test", test)):
+            base = group_accuracies_of(model, ds)
+            accs = evaluate_interventions(model, ivs, ds.x, ds.y, ds.g, ds.n_groups,
+                                          batch_size=int(cfg["eval_batch"]))
+            rows += [{"seed": seed, "rep": r, "split": split, "group": g, "unit": units.labels()[0],
+                      "acc": accs[r, g], "base_acc": base[g], "delta": accs[r, g] - base[g]}
+                     for r in range(len(ivs)) for g in range(ds.n_groups) if np.isfinite(base[g])]
+    return pd.DataFrame(rows)
 
 
-def final_metrics(model, ds: GroupedDataset, train: GroupedDataset, method: str, split: str, seed: int) -> list[dict]:
-    from spurlab.train.trainer import predict
-
-    device = str(next(model.parameters()).device)
-    preds = predict(model, ds.x, device=device)
-    summary = metrics.summarize_predictions(ds.y, preds, ds.g, train_groups=train.g)
-    return [{"seed": seed, "method": method, "split": split, "metric": k, "value": v} for k, v in summary.items()]
+def add_paper_edit_rows(result: StudyResult, edit: pd.DataFrame) -> None:
+    for row in edit.itertuples(index=False):
+        result.add("paper_edit", "delta_acc", row.delta, row.seed, group=row.group, split=row.split,
+                   mode="random_init", k=1, rep=row.rep, selector="weight_norm", unit_set="weight_norm",
+                   unit=row.unit)
 
 
-def add_framework_rows(result: StudyResult, curves: pd.DataFrame, finals: pd.DataFrame) -> None:
-    for row in finals.itertuples(index=False):
-        result.add("framework", row.metric, row.value, row.seed, method=row.method, split=row.split)
-    group_cols = [c for c in curves.columns if c.startswith(("val_g", "test_g"))]
+# ------------------------------------------------------------------ framework rows
+def add_framework_rows(result: StudyResult, curves: pd.DataFrame, summary: pd.DataFrame,
+                       divergence: pd.DataFrame) -> None:
+    for row in summary.itertuples(index=False):
+        result.add("framework", row.metric, row.value, row.seed, method=row.method, split=row.split,
+                   selection=row.selection, epoch=row.epoch)
+    group_cols = [c for c in curves.columns if c.startswith(("train_g", "val_g", "test_g"))]
     for row in curves.to_dict("records"):
         for col in group_cols:
-            split, g = col.split("_g")
-            result.add("framework", "group_acc", row[col], row["seed"], method=row["method"], split=split,
-                       group=int(g), epoch=int(row["epoch"]))
+            if np.isfinite(row[col]):
+                split, g = col.split("_g")
+                result.add("framework", "group_acc", row[col], row["seed"], method=row["method"], split=split,
+                           group=int(g), epoch=int(row["epoch"]))
+    for row in divergence.itertuples(index=False):
+        extra = {} if np.isnan(row.group) else {"group": int(row.group)}
+        result.add("framework", row.metric, row.value, row.seed, method=row.method, split="train",
+                   epoch=int(row.epoch), **extra)
 
 
 # ------------------------------------------------------------------ summaries
-def headline(evidence: pd.DataFrame, finals: pd.DataFrame, minority: list[int]) -> pd.DataFrame:
-    """A two-column summary: the strongest few-unit edit and the framework vs ERM on test."""
-    rows = []
+def _spread(values: pd.Series) -> str:
+    return f"{values.mean():+.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():+.3f}"
+
+
+def paper_edit_summary(edit: pd.DataFrame, split: str) -> str:
+    """Per group: mean ± std of Δ accuracy over every (seed, repeat)."""
+    sub = edit[edit["split"] == split]
+    return " / ".join(f"g{g} {_spread(rows['delta'])}" for g, rows in sub.groupby("group"))
+
+
+def headline(evidence: pd.DataFrame, edit: pd.DataFrame, table: pd.DataFrame, minority: list[int],
+             train: GroupedDataset) -> pd.DataFrame:
+    """The paper's edit first, then the best cell of the grid (a maximum), then the framework vs ERM."""
+    counts = train.group_counts()
+    sizes = ", ".join(f"g{g} {int(counts[g])} (one example = {100 / counts[g]:.1f} points)" for g in minority)
+    n_seeds, n_reps = edit["seed"].nunique(), edit["rep"].nunique()
+    rows = [("paper's edit: re-init (N(0, σ²)) the top-1 weight-norm conv channel",
+             f"{n_reps} repeats x {n_seeds} seed(s); minority training examples: {sizes}"),
+            ("  Δ train acc per group (mean ± std)", paper_edit_summary(edit, "train")),
+            ("  Δ test acc per group (mean ± std)", paper_edit_summary(edit, "test"))]
     contrast = minority_contrast(evidence, minority, "train", max_k=3)
     if not contrast.empty:
         best = contrast.iloc[0]
         test = minority_contrast(evidence, minority, "test", max_k=3)
         match = test[(test.unit_set == best.unit_set) & (test["mode"] == best["mode"]) & (test.k == best.k)]
-        rows += [("strongest edit with k <= 3", f"{best.unit_set}, {best['mode']}, k={int(best.k)}"),
-                 ("Δ train acc minority / majority", f"{best.minority_delta:+.3f} / {best.majority_delta:+.3f}"),
-                 ("Δ test acc minority / majority",
+        cell = evidence[(evidence["unit_set"] == best.unit_set) & (evidence["mode"] == best["mode"])
+                        & (evidence["k"] == best.k)]
+        rows += [(f"best cell of the grid (MAXIMUM over {len(contrast)} cells with k <= 3, seed 0)",
+                  f"{best.unit_set}, {best['mode']}, k={int(best.k)}, {int(cell['n_repeats'].max())} repeat(s)"),
+                 ("  Δ train acc minority / majority", f"{best.minority_delta:+.3f} / {best.majority_delta:+.3f}"),
+                 ("  Δ test acc minority / majority",
                   f"{match.minority_delta.mean():+.3f} / {match.majority_delta.mean():+.3f}")]
-    test = finals[finals.split == "test"]
-    for metric in ("worst_group_acc", "mean_group_acc"):
-        for method in ("erm_start", "erm", "pruned_contrastive"):
-            values = test[(test.metric == metric) & (test.method == method)]["value"]
-            if len(values):
-                spread = f" ± {values.std():.3f}" if len(values) > 1 else ""
-                rows.append((f"test {metric}: {method}", f"{values.mean():.3f}{spread} (n={len(values)})"))
+    for row in table.itertuples(index=False):
+        rows.append((f"{row.method} - ERM, test worst-group ({row.selection})",
+                     f"{row.diff_mean:+.3f}" + (f" ± {row.diff_std:.3f}" if row.n_seeds > 1 else "")
+                     + f" over {row.n_seeds} seeds: {row.verdict} (test {row.test_worst:.3f} vs "
+                     f"{row.test_worst_erm:.3f}; train {row.train_worst:.3f} vs {row.train_worst_erm:.3f})"))
     return pd.DataFrame(rows, columns=["result", "value"])
 
 
@@ -347,20 +376,3 @@ def evidence_notes(evidence: pd.DataFrame, minority: list[int], train: GroupedDa
         notes.append(f"Evidence: editing {int(best.k)} unit(s) of {best.unit_set} ({best['mode']}) moves minority "
                      f"training accuracy by {best.minority_delta:+.3f} and majority by {best.majority_delta:+.3f}.")
     return notes
-
-
-def framework_notes(finals: pd.DataFrame, seed: int, n_seeds: int) -> list[str]:
-    test = finals[(finals.split == "test") & (finals.metric == "worst_group_acc")]
-    wide = test.pivot(index="seed", columns="method", values="value")
-    diff = wide["pruned_contrastive"] - wide["erm"]
-    if len(diff) > 1:
-        sem = diff.std() / len(diff) ** 0.5
-        verdict = ("improved" if diff.mean() - 2 * sem > 0 else "lowered" if diff.mean() + 2 * sem < 0
-                   else "did not clearly change")
-        spread = f" ± {diff.std():.3f} (std; ± {sem:.3f} standard error)"
-    else:
-        verdict = "improved" if diff.mean() > 0 else "did not improve"
-        spread = " (one seed: no spread; raise n_seeds)"
-    return [f"Framework vs ERM at the same budget: the pruned-copy framework {verdict} test worst-group accuracy: "
-            f"{diff.mean():+.3f}{spread} over seeds {seed}..{seed + n_seeds - 1} "
-            f"(per seed: {', '.join(f'{d:+.3f}' for d in diff)}). Final epoch, no model selection."]

@@ -1,23 +1,36 @@
 """Fine-tune a model jointly with a pruned copy of itself (You et al., 2025, the training framework).
 
 The copy shares every weight with the model and multiplies a mask into the
-prunable ones. At the start of each epoch the mask is recomputed (the globally
-smallest ``prune_fraction`` of conv/linear weights by default, or the weights
-with the largest gradient on a seeded batch). Each minibatch minimizes
+prunable ones. At the start of each epoch the mask is rebuilt the way the
+authors' ``Mask`` utility builds it: over the weights of the feature extractor
+(every conv/linear layer except the classifier head; ``mask_layers``), either
+the globally smallest ``prune_fraction`` of single weights (``magnitude``, their
+default) or the units with the largest gradient of the loss on the
+``mask_batch`` worst-predicted training examples (``gradient``: whole conv
+channels by ``||dL/dW[c]||``, single linear weights by ``|dL/dw|``, ranked in one
+list as their ``activation_pruning`` does). Each minibatch minimizes
 
-    NT-Xent(full.detach(), pruned) + NT-Xent(full, pruned.detach()) + lam * CE(full, y)
+    NT-Xent(full.detach(), pruned) + NT-Xent(full, pruned.detach()) + lam * CE
 
 with temperature 0.5: the same input through the two paths is the positive
-pair, the rest of the batch are negatives. Removing the few weights the
-network memorizes with should not change what it computes on typical examples,
-so the loss pushes the memorization out of those weights.
+pair, the rest of the batch are negatives.
 
-``representation`` chooses what the contrastive loss compares: ``logits``
-(default), ``features`` (the model's ``features(x)``) or ``softmax`` (the
-authors' code: softmax applied twice to the outputs).
+``representation`` places the loss. ``softmax`` (default) is the authors' code:
+the head is ``Linear -> Softmax``; NT-Xent compares the softmax outputs, and
+``CrossEntropyLoss`` is applied to those same softmax outputs, so the CE term
+applies softmax a second time (for two classes it floors at ``ln(1 + e^-1)``).
+``logits`` and ``features`` (the model's ``features(x)``) are alternatives: NT-Xent
+on those, CE on the logits.
+
+How far the pruned copy is from the model is measured every epoch
+(:func:`pruned_divergence`); a copy that changes nothing makes the positive pair
+the same vector twice, which ``on_vacuous_mask`` reports (``warn``), refuses
+(``error``) or lets pass (``ignore``).
 """
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,11 +43,17 @@ from torch.nn import functional as F
 
 from spurlab.errors import SpurlabError
 from spurlab.models.layers import prunable_layers
-from spurlab.probes.neurons import as_arrays, find_critical_units
+from spurlab.probes.neurons import as_arrays, find_critical_units, worst_predicted
 from spurlab.utils import progress, resolve_device
 
-REPRESENTATIONS = ("logits", "features", "softmax")
+REPRESENTATIONS = ("softmax", "logits", "features")
 MASK_METHODS = ("magnitude", "gradient")
+MASK_LAYERS = ("hidden", "conv", "all")
+VACUOUS_POLICIES = ("warn", "error", "ignore")
+
+
+class VacuousPrunedCopyWarning(UserWarning):
+    """The pruned copy computes what the model computes: the contrastive pair is one vector twice."""
 
 
 @dataclass
@@ -43,34 +62,42 @@ class PrunedContrastiveConfig:
     lr: float = 2e-4
     batch_size: int = 100
     lam: float = 0.2  # weight of the cross-entropy term
+    contrastive_weight: float = 1.0  # weight of the two NT-Xent terms (0: the CE term alone, an ablation)
     temperature: float = 0.5
     prune_fraction: float = 0.01
-    mask_method: str = "magnitude"  # magnitude: smallest |w|; gradient: largest |dL/dw| on a batch
-    mask_granularity: str = "weight"  # weight | channel
-    mask_batch: int = 200  # examples the gradient mask is computed on
-    representation: str = "logits"  # logits | features | softmax (the authors' variant)
+    mask_method: str = "magnitude"  # magnitude: smallest |w|; gradient: largest gradient on the worst examples
+    mask_layers: str = "hidden"  # hidden: every conv/linear layer but the head (the authors'); conv; all
+    mask_granularity: str = "weight"  # magnitude only: single weights (the authors') or whole channels
+    mask_batch: int = 200  # worst-predicted training examples the gradient mask is computed on
+    representation: str = "softmax"  # softmax (the authors' head) | logits | features
     lr_factor: float = 0.5  # LR multiplier when the epoch loss plateaus
-    lr_patience: int = 2
+    lr_patience: int = 1  # the authors' ReduceLROnPlateau patience
     weight_decay: float = 0.0
+    divergence_examples: int = 512  # training examples the full-vs-pruned divergence is measured on
+    min_divergence: float = 1e-3  # mean |Δ probability| below which (with no flipped prediction) the copy is vacuous
+    on_vacuous_mask: str = "warn"  # warn | error | ignore
     seed: int = 0
     device: str = "auto"
 
     def validate(self) -> None:
-        if self.representation not in REPRESENTATIONS:
-            raise SpurlabError(f"unknown representation {self.representation!r}",
-                               hint=f"use one of {', '.join(REPRESENTATIONS)}")
-        if self.mask_method not in MASK_METHODS:
-            raise SpurlabError(f"unknown mask_method {self.mask_method!r}", hint="use magnitude or gradient")
-        if self.mask_granularity not in ("weight", "channel"):
-            raise SpurlabError(f"unknown mask_granularity {self.mask_granularity!r}", hint="use weight or channel")
+        for field, value, allowed in (("representation", self.representation, REPRESENTATIONS),
+                                      ("mask_method", self.mask_method, MASK_METHODS),
+                                      ("mask_layers", self.mask_layers, MASK_LAYERS),
+                                      ("mask_granularity", self.mask_granularity, ("weight", "channel")),
+                                      ("on_vacuous_mask", self.on_vacuous_mask, VACUOUS_POLICIES)):
+            if value not in allowed:
+                raise SpurlabError(f"unknown {field} {value!r}", hint=f"use one of {', '.join(allowed)}")
         if not 0.0 < self.prune_fraction < 1.0:
             raise SpurlabError(f"prune_fraction must lie in (0, 1), got {self.prune_fraction}")
-        if not self.temperature > 0 or not self.lr > 0 or self.lam < 0:
-            raise SpurlabError("temperature and lr must be positive and lam non-negative",
-                               hint=f"got temperature={self.temperature}, lr={self.lr}, lam={self.lam}")
+        if not self.temperature > 0 or not self.lr > 0 or self.lam < 0 or self.contrastive_weight < 0:
+            raise SpurlabError("temperature and lr must be positive, lam and contrastive_weight non-negative",
+                               hint=f"got temperature={self.temperature}, lr={self.lr}, lam={self.lam}, "
+                                    f"contrastive_weight={self.contrastive_weight}")
         if int(self.epochs) < 1 or int(self.batch_size) < 2:
             raise SpurlabError(f"need epochs >= 1 and batch_size >= 2 (negatives), got {self.epochs}, "
                                f"{self.batch_size}")
+        if int(self.mask_batch) < 1 or int(self.divergence_examples) < 1 or self.min_divergence < 0:
+            raise SpurlabError("mask_batch and divergence_examples must be positive and min_divergence >= 0")
 
 
 # ------------------------------------------------------------------ loss pieces
@@ -86,7 +113,7 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.5) -> torch
 
 
 class _Outputs(nn.Module):
-    """Wraps a model so one forward returns (representation input, logits) for functional_call."""
+    """Wraps a model so one forward returns (what NT-Xent compares, what CE is applied to)."""
 
     def __init__(self, model: nn.Module, representation: str):
         super().__init__()
@@ -94,60 +121,163 @@ class _Outputs(nn.Module):
         self.representation = representation
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.representation != "features":
-            logits = self.model(x)
-            rep = F.softmax(F.softmax(logits, dim=1), dim=1) if self.representation == "softmax" else logits
-            return rep, logits
-        feats = self.model.features(x)
-        head = getattr(self.model, "head", None)
-        return feats, head(feats) if isinstance(head, nn.Module) else self.model(x)
+        if self.representation == "features":
+            feats = self.model.features(x)
+            head = getattr(self.model, "head", None)
+            return feats, head(feats) if isinstance(head, nn.Module) else self.model(x)
+        logits = self.model(x)
+        if self.representation == "softmax":
+            probs = F.softmax(logits, dim=1)  # the authors' head ends in Softmax: both terms see its output
+            return probs, probs
+        return logits, logits
+
+
+def classification_loss(ce_input: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``CrossEntropyLoss`` on what the head outputs (softmax probabilities in the authors' variant)."""
+    return F.cross_entropy(ce_input, y)
+
+
+# ------------------------------------------------------------------ the mask
+def mask_layers_of(model: nn.Module, which: str) -> dict[str, nn.Module]:
+    """The layers the mask may prune: ``hidden`` leaves out the classifier head, as the authors' models do."""
+    if which == "all":
+        return prunable_layers(model, include_output=True)
+    return prunable_layers(model, include_output=False, only="conv" if which == "conv" else None)
 
 
 def compute_masks(model: nn.Module, data: Any, cfg: PrunedContrastiveConfig, epoch: int = 0) -> dict[str, torch.Tensor]:
-    """``{parameter name: float mask}`` (0 on pruned entries) for this epoch."""
+    """``{parameter name: float mask}`` (0 on pruned entries) for this epoch; biases are never masked."""
+    layers = mask_layers_of(model, cfg.mask_layers)
+    if cfg.mask_method == "gradient":
+        return _gradient_masks(model, layers, data, cfg)
     by_weight = cfg.mask_granularity == "weight"
-    # Whole output neurons of the classifier are never pruned: that would delete a class.
-    common = {"granularity": cfg.mask_granularity, "fraction": cfg.prune_fraction, "include_output": by_weight}
-    if cfg.mask_method == "magnitude":
-        units = find_critical_units(model, method="magnitude" if by_weight else "weight_norm", largest=False,
-                                    **common)
-    else:
-        x, y, _ = as_arrays(data)
-        rng = np.random.default_rng([cfg.seed, epoch])
-        batch = rng.choice(len(y), size=min(int(cfg.mask_batch), len(y)), replace=False)
-        units = find_critical_units(model, (x[batch], y[batch]), "group_gradient", n_worst=len(batch), **common)
+    units = find_critical_units(model, method="magnitude" if by_weight else "weight_norm", largest=False,
+                                granularity=cfg.mask_granularity, fraction=cfg.prune_fraction,
+                                include_output=cfg.mask_layers == "all", layers=list(layers))
+    return {f"{layer}.weight": (~selected).float() for layer, selected in units.weight_masks(model).items()}
+
+
+def _gradient_masks(model: nn.Module, layers: dict[str, nn.Module], data: Any,
+                    cfg: PrunedContrastiveConfig) -> dict[str, torch.Tensor]:
+    """The authors' gradient ("activation") pruning: conv output channels scored by the norm of their
+    gradient, linear weights by |gradient|; the top ``prune_fraction`` of each kind is removed.
+
+    The authors rank channel norms and single-weight values in one list; their models have one kind
+    only (ResNet: convs, DeiT: linears). In a net with both, one list would remove every conv channel
+    (channel norms dwarf single values), so each kind is ranked on its own."""
+    x, y, _ = as_arrays(data)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        chosen = worst_predicted(model, x, y, None, None, int(cfg.mask_batch))
+        xb = torch.as_tensor(x[chosen], dtype=torch.float32, device=device)
+        yb = torch.as_tensor(y[chosen], dtype=torch.long, device=device)
+        _, ce_input = _Outputs(model, cfg.representation)(xb)
+        weights = [m.weight for m in layers.values()]
+        grads = torch.autograd.grad(classification_loss(ce_input, yb), weights, allow_unused=True)
+    finally:
+        model.train(was_training)
+    scores = {name: _unit_scores(g, m.weight) for (name, m), g in zip(layers.items(), grads)}
     masks = {}
-    modules = dict(model.named_modules())
-    for layer, selected in units.weight_masks(model).items():
-        masks[f"{layer}.weight"] = (~selected).float()
-        bias = getattr(modules[layer], "bias", None)
-        if cfg.mask_granularity == "channel" and bias is not None:
-            keep = (~selected).reshape(selected.shape[0], -1)[:, 0]
-            masks[f"{layer}.bias"] = keep.float()
+    for kind in ("conv", "linear"):
+        members = [n for n in scores if (layers[n].weight.dim() > 2) == (kind == "conv")]
+        if not members:
+            continue
+        flat = torch.cat([scores[n] for n in members])
+        n_prune = max(1, math.ceil(cfg.prune_fraction * flat.numel()))
+        threshold = torch.topk(flat, n_prune).values[-1]
+        for name in members:
+            weight = layers[name].weight
+            keep = (scores[name] < threshold).float()
+            masks[f"{name}.weight"] = keep[:, None].expand(weight.shape[0], weight[0].numel()).reshape(
+                weight.shape).clone() if kind == "conv" else keep.reshape(weight.shape)
     return masks
 
 
+def _unit_scores(grad: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
+    """Conv layers: the gradient norm of each output channel; linear layers: |gradient| of each weight."""
+    grad = torch.zeros_like(weight) if grad is None else grad.detach()
+    return grad.flatten(1).norm(dim=1) if weight.dim() > 2 else grad.abs().flatten()
+
+
 def pruned_fraction(model: nn.Module, masks: dict[str, torch.Tensor]) -> float:
-    """Share of the prunable weights (conv/linear weights) the masks remove."""
+    """Share of the conv/linear weights the masks remove."""
     total = sum(m.weight.numel() for m in prunable_layers(model).values())
     removed = sum(float((1 - m).sum()) for name, m in masks.items() if name.endswith(".weight"))
     return removed / total
 
 
+def _masked_params(model: nn.Module, masks: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    params = {f"{prefix}{name}": p * masks[name] if name in masks else p for name, p in model.named_parameters()}
+    # Copies, so batch-norm running statistics are updated by the full path only.
+    params.update({f"{prefix}{name}": b.clone() for name, b in model.named_buffers()})
+    return params
+
+
+# ------------------------------------------------------------------ full vs pruned
+@torch.no_grad()
+def pruned_divergence(model: nn.Module, masks: dict[str, torch.Tensor], x: np.ndarray,
+                      groups: np.ndarray | None = None, batch_size: int = 512) -> dict[str, float]:
+    """How far the pruned copy is from the model on ``x`` (eval mode): mean |Δlogit|, mean |Δprobability|,
+    mean cosine of the logit vectors, and the share of predictions the mask flips (overall and per group)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    full, pruned = [], []
+    try:
+        for start in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
+            full.append(model(xb).float().cpu())
+            pruned.append(functional_call(model, _masked_params(model, masks), (xb,)).float().cpu())
+    finally:
+        model.train(was_training)
+    full_t, pruned_t = torch.cat(full), torch.cat(pruned)
+    flips = (full_t.argmax(1) != pruned_t.argmax(1)).numpy()
+    out = {"mask_dlogit": float((pruned_t - full_t).abs().mean()),
+           "mask_dprob": float((F.softmax(pruned_t, 1) - F.softmax(full_t, 1)).abs().mean()),
+           "mask_cosine": float(F.cosine_similarity(pruned_t, full_t, dim=1).mean()),
+           "mask_flips": float(flips.mean())}
+    if groups is not None:
+        for g in np.unique(groups):
+            out[f"mask_flips_g{int(g)}"] = float(flips[groups == g].mean())
+    return out
+
+
+def is_vacuous(divergence: dict[str, float], min_divergence: float = 1e-3) -> bool:
+    """No prediction flips and the probabilities move by less than ``min_divergence`` on average."""
+    return divergence["mask_flips"] == 0 and divergence["mask_dprob"] < min_divergence
+
+
+def _report_vacuous(divergence: dict[str, float], cfg: PrunedContrastiveConfig, epoch: int) -> None:
+    if cfg.on_vacuous_mask == "ignore" or not is_vacuous(divergence, cfg.min_divergence):
+        return
+    message = (f"epoch {epoch}: the pruned copy ({cfg.mask_method} mask, {cfg.prune_fraction:g} of the "
+               f"{cfg.mask_layers} weights) is indistinguishable from the model: mean |Δlogit| "
+               f"{divergence['mask_dlogit']:.2e}, mean |Δp| {divergence['mask_dprob']:.2e}, no prediction flips; "
+               f"the contrastive pair is the same vector twice")
+    hint = "raise prune_fraction, use mask_method=gradient, or set on_vacuous_mask=ignore to run anyway"
+    if cfg.on_vacuous_mask == "error":
+        raise SpurlabError(message, hint=hint)
+    warnings.warn(f"{message} ({hint})", VacuousPrunedCopyWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------ the loss
 def pruned_contrastive_loss(model: nn.Module, masks: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
                             cfg: PrunedContrastiveConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The framework's loss on one minibatch and its parts (``to_pruned``, ``to_full``, ``ce``)."""
     wrapper = _Outputs(model, cfg.representation)
-    full_rep, full_logits = wrapper(xb)
-    params = {f"model.{name}": p * masks[name] if name in masks else p for name, p in model.named_parameters()}
-    # Copies, so batch-norm running statistics are updated by the full path only.
-    params.update({f"model.{name}": b.clone() for name, b in model.named_buffers()})
-    pruned_rep, _ = functional_call(wrapper, params, (xb,))
+    full_rep, ce_input = wrapper(xb)
+    parts = {"ce": classification_loss(ce_input, yb)}
+    if cfg.contrastive_weight == 0:
+        zero = parts["ce"].new_zeros(())
+        return cfg.lam * parts["ce"], {"to_pruned": zero, "to_full": zero, **parts}
+    pruned_rep, _ = functional_call(wrapper, _masked_params(model, masks, prefix="model."), (xb,))
     # Each term moves one path towards the other; their gradients add up to NT-Xent's full gradient.
-    parts = {"to_pruned": nt_xent(full_rep.detach(), pruned_rep, cfg.temperature),
-             "to_full": nt_xent(full_rep, pruned_rep.detach(), cfg.temperature),
-             "ce": F.cross_entropy(full_logits, yb)}
-    return parts["to_pruned"] + parts["to_full"] + cfg.lam * parts["ce"], parts
+    parts["to_pruned"] = nt_xent(full_rep.detach(), pruned_rep, cfg.temperature)
+    parts["to_full"] = nt_xent(full_rep, pruned_rep.detach(), cfg.temperature)
+    contrastive = parts["to_pruned"] + parts["to_full"]
+    return cfg.contrastive_weight * contrastive + cfg.lam * parts["ce"], parts
 
 
 # ------------------------------------------------------------------ training
@@ -156,9 +286,11 @@ def train_pruned_contrastive(model: nn.Module, train_ds: Any, config: PrunedCont
                              **overrides: Any) -> list[dict]:
     """Fine-tune ``model`` in place with the pruned-copy contrastive loss; returns the per-epoch history.
 
-    ``train_ds`` is a GroupedDataset or ``(x, y)``; ``overrides`` replace fields of
+    ``train_ds`` is a GroupedDataset or ``(x, y[, g])``; ``overrides`` replace fields of
     ``config`` (e.g. ``epochs=5``). ``on_epoch_end(epoch, model)`` may return
     metrics to add to that epoch's record (the model is in eval mode meanwhile).
+    Each record holds the mask's divergence (``mask_dlogit``, ``mask_dprob``,
+    ``mask_cosine``, ``mask_flips[_g<k>]``) measured when the mask was built.
     """
     known = set(PrunedContrastiveConfig.__dataclass_fields__)
     unknown = sorted(set(overrides) - known)
@@ -167,20 +299,22 @@ def train_pruned_contrastive(model: nn.Module, train_ds: Any, config: PrunedCont
                            hint=f"settings: {', '.join(sorted(known))}")
     cfg = replace(config or PrunedContrastiveConfig(), **overrides)
     cfg.validate()
-    x, y, _ = as_arrays(train_ds)
+    x, y, g = as_arrays(train_ds)
     if len(np.unique(y)) < 2:
         raise SpurlabError("the training data has a single class", hint="the framework fine-tunes a classifier")
     device = resolve_device(cfg.device)
     model.to(device)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    probe = np.random.default_rng(cfg.seed).permutation(len(y))[:int(cfg.divergence_examples)]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
     history = []
     for epoch in progress(range(1, cfg.epochs + 1), "pruned-contrastive", total=cfg.epochs):
-        model.eval()
         masks = {k: v.to(device) for k, v in compute_masks(model, (x, y), cfg, epoch).items()}
+        divergence = pruned_divergence(model, masks, x[probe], None if g is None else g[probe])
+        _report_vacuous(divergence, cfg, epoch)
         model.train()
         sums = {"loss": 0.0, "to_pruned": 0.0, "to_full": 0.0, "ce": 0.0}
         order = torch.randperm(len(yt), generator=gen)
@@ -198,7 +332,7 @@ def train_pruned_contrastive(model: nn.Module, train_ds: Any, config: PrunedCont
             for name, value in parts.items():
                 sums[name] += value.item() * len(idx)
         record = {"epoch": epoch, **{k: v / max(seen, 1) for k, v in sums.items()},
-                  "lr": opt.param_groups[0]["lr"], "pruned_fraction": pruned_fraction(model, masks)}
+                  "lr": opt.param_groups[0]["lr"], "pruned_fraction": pruned_fraction(model, masks), **divergence}
         plateau.step(record["loss"])
         if on_epoch_end is not None:
             model.eval()

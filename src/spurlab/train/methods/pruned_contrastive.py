@@ -15,7 +15,7 @@ from spurlab.errors import SpurlabError
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
-from spurlab.train.engines.pruned_copy_contrastive import train_pruned_contrastive
+from spurlab.train.engines.pruned_copy_contrastive import MASK_METHODS, REPRESENTATIONS, train_pruned_contrastive
 
 
 @register_method
@@ -29,9 +29,11 @@ class PrunedContrastive(Method):
         "prune_fraction": Hparam(0.01, choice([0.005, 0.01, 0.02, 0.05]), "share of weights the copy masks"),
         "temperature": Hparam(0.5, choice([0.1, 0.5, 1.0]), "NT-Xent temperature"),
         "lam": Hparam(0.2, choice([0.1, 0.2, 0.5, 1.0]), "weight of the cross-entropy term"),
-        "representation": Hparam("logits", choice(["logits", "features"]),
-                                 "what NT-Xent compares: logits, features, or softmax (the authors' code)"),
-        "mask_method": Hparam("magnitude", choice(["magnitude"]), "magnitude (smallest |w|) or gradient"),
+        "representation": Hparam("softmax", choice(["softmax", "logits"]),
+                                 "softmax: the authors' head (NT-Xent on softmax, CE on that softmax); "
+                                 "logits or features: NT-Xent on those, CE on the logits"),
+        "mask_method": Hparam("magnitude", choice(["magnitude"]),
+                              "magnitude (smallest |w|, the authors' default) or gradient"),
     }
 
     def check_hparams(self, hp: dict) -> None:
@@ -42,9 +44,10 @@ class PrunedContrastive(Method):
             raise SpurlabError(f"prune_fraction must lie in (0, 1), got {hp['prune_fraction']}")
         if not hp["temperature"] > 0 or not hp["finetune_lr"] > 0 or hp["lam"] < 0:
             raise SpurlabError("temperature and finetune_lr must be positive and lam non-negative")
-        if hp["representation"] not in ("logits", "features", "softmax"):
-            raise SpurlabError(f"representation must be logits, features or softmax, got {hp['representation']!r}")
-        if hp["mask_method"] not in ("magnitude", "gradient"):
+        if hp["representation"] not in REPRESENTATIONS:
+            raise SpurlabError(f"representation must be one of {', '.join(REPRESENTATIONS)}, "
+                               f"got {hp['representation']!r}")
+        if hp["mask_method"] not in MASK_METHODS:
             raise SpurlabError(f"mask_method must be magnitude or gradient, got {hp['mask_method']!r}")
         if int(hp["batch_size"]) < 2:
             raise SpurlabError("the contrastive loss needs batch_size >= 2 (the rest of the batch are negatives)")
