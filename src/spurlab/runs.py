@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import platform
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,23 @@ def check_out_dir(path: str | os.PathLike | None, option: str = "--out") -> Path
     if not existing.is_dir():
         raise SpurlabError(f"{option} {str(path)!r} cannot be created: {str(existing)!r} is a file",
                            hint="pass a folder path under an existing folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SpurlabError(f"{option} {str(path)!r} is not writable (no write permission on {str(existing)!r})",
-                           hint="pass a folder you can write to")
+    try:  # a real write: permissions, read-only mounts, pseudo file systems
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise SpurlabError(f"{option} {str(path)!r} is not writable ({exc.strerror or exc} in {str(existing)!r})",
+                           hint="pass a folder you can write to") from None
+    return path
+
+
+def check_out_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work, an output file path that is a folder or whose folder cannot be written to."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise SpurlabError(f"{option} {str(path)!r} is a folder; it must name a file", hint="e.g. --out emb.npz")
+    check_out_dir(path.parent, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SpurlabError(f"{option} {str(path)!r} exists and is not writable", hint="pass another file name")
     return path
 
 

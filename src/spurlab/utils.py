@@ -120,6 +120,8 @@ def atomic_write_csv(path: str | os.PathLike, frame) -> Path:
 
 # ---------------------------------------------------------------- progress
 _STARTED = time.perf_counter()
+_LINES = {"last": 0.0}  # when the last progress line was printed
+LINE_EVERY_S = 10.0  # plain-lines mode: a loop's progress at most this often (step messages always print)
 
 
 def progress_mode() -> str:
@@ -139,12 +141,13 @@ def show_progress() -> bool:
 
 
 def _line(message: str) -> None:
-    print(f"[spurlab {time.perf_counter() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
+    _LINES["last"] = now = time.perf_counter()
+    print(f"[spurlab {now - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def progress(iterable: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
-    """Iterate with a rich progress bar on a terminal; elsewhere one timed line at each tenth of the way
-    (every 5 s when the length is unknown); silently with ``--quiet``."""
+    """Iterate with a rich progress bar on a terminal; elsewhere a timed line at a tenth of the way at most every
+    ``LINE_EVERY_S`` seconds (short loops stay silent); silently with ``--quiet``."""
     mode = progress_mode()
     if mode == "off":
         yield from iterable
@@ -156,14 +159,13 @@ def progress(iterable: Iterable[T], description: str = "", total: int | None = N
         return
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
-    every = max(1, total // 10) if total else None
-    done, last = 0, time.perf_counter()
+    every = max(1, total // 10) if total else 1
+    done = 0
     for item in iterable:
         yield item
         done += 1
-        if (done % every == 0 or done == total) if every else time.perf_counter() - last >= 5.0:
+        if done % every == 0 and time.perf_counter() - _LINES["last"] >= LINE_EVERY_S:
             _line(f"{description} {done}/{total or '?'}")
-            last = time.perf_counter()
 
 
 def log(message: str) -> None:

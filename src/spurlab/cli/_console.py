@@ -31,9 +31,9 @@ def warn(message: str) -> None:
 
 def frame_table(frame, title: str | None = None) -> Table:
     """A pandas DataFrame as a rich table (floats to 4 significant digits)."""
-    table = Table(title=title, show_lines=False)
+    table = Table(title=None if title is None else escape(title), show_lines=False)
     for col in frame.columns:
-        table.add_column(str(col), justify="left" if frame[col].dtype == object else "right")
+        table.add_column(escape(str(col)), justify="left" if frame[col].dtype == object else "right")
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else escape(str(v)) for v in row])
     return table

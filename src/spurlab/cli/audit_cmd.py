@@ -5,9 +5,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from spurlab.cli._console import DataDir, SetOpt, console, fail, frame_table, parse_sets
 from spurlab.errors import SpurlabError
+from spurlab.runs import check_out_dir
 
 MODEL_HELP = ("A registered model (list: spurlab models), torchvision:<arch>, timm:<name>, your trained model as a "
               "TorchScript file (torch.jit.save: audited as it is) or pkg.module:factory. Model options: --set "
@@ -43,6 +45,10 @@ def audit(dataset: Optional[str] = typer.Option(None, "--dataset", help="A regis
         return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
     try:
+        check_out_dir(out)
+        if embeddings is not None and dataset is not None:
+            raise SpurlabError("--embeddings cannot be combined with --dataset: the embeddings file is the dataset",
+                               hint="give one of --dataset NAME, --embeddings FILE or --table FILE")
         model_options, data_params = split_model_options(parse_sets(set_))
         dataset, dataset_params = table_dataset(dataset, data_params, embeddings, table, image_root, label, spurious)
         report = run_audit(dataset=dataset, out_dir=out, model=model_from_text(model), model_options=model_options,
@@ -55,10 +61,10 @@ def audit(dataset: Optional[str] = typer.Option(None, "--dataset", help="A regis
     test = report.group_table[report.group_table["split"] == "test"]
     console.print(frame_table(test.drop(columns=["split"]), title="test accuracy per group"))
     for method in report.summary.get("methods", []):
-        console.print(f"  {method['method']:<20} worst-group {method['worst_group_acc']:.3f} "
+        console.print(f"  {escape(method['method']):<20} worst-group {method['worst_group_acc']:.3f} "
                       f"± {method['worst_group_acc_std']:.3f}   mean-group {method['mean_group_acc']:.3f}")
-    console.print(report.verdict)
-    console.print(f"report: {report.out_dir / 'report.html'}")
+    console.print(report.verdict, markup=False)
+    console.print(f"report: {report.out_dir / 'report.html'}", markup=False)
 
 
 def table_dataset(dataset: str | None, params: dict, embeddings: Path | None, table: Path | None,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from spurlab.cli._console import console, err_console, fail, frame_table
+from spurlab.cli._console import console, fail, frame_table, warn
 from spurlab.errors import SpurlabError
 
 
@@ -22,17 +22,18 @@ def directions(embeddings: Path = typer.Option(..., "--embeddings", help="An .np
                device: str = typer.Option("auto", "--device")) -> None:
     """Find, rank and caption a model's failure modes from an embeddings file (failure directions)."""
     from spurlab.audit.directions_run import run_directions
-    from spurlab.runs import default_out_dir
+    from spurlab.runs import check_out_dir, default_out_dir
 
     try:
+        check_out_dir(out)
         run = run_directions(embeddings, out or default_out_dir("directions"), captions=captions, clip=clip,
                              top_k=top_k, seed=seed, device=device)
     except SpurlabError as exc:
         fail(exc)
         return
     for warning in run.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+        warn(warning)
     columns = [c for c in ("name", "n", "n_errors", "cv_balanced_acc", "error_auroc", "flagged_fraction",
                            "flag_minority_precision", "minority_recall") if c in run.table.columns]
     console.print(frame_table(run.table[columns], title="failure directions per class"))
-    console.print(f"wrote {run.out_dir}/report.html, examples.csv, summary.json, directions.npz")
+    console.print(f"wrote {run.out_dir}/report.html, examples.csv, summary.json, directions.npz", markup=False)

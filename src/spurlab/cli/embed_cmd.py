@@ -8,6 +8,7 @@ import typer
 
 from spurlab.cli._console import DataDir, SetOpt, console, fail, parse_sets
 from spurlab.errors import SpurlabError
+from spurlab.runs import check_out_file
 
 MODEL_HELP = ("Your trained model (a TorchScript file from torch.jit.save, embedded as it is), pkg.module:factory, "
               "or a registered model (list: spurlab models), trained by ERM first. Model options: --set "
@@ -37,6 +38,7 @@ def embed(out: Path = typer.Option(..., "--out", help="The embeddings file to wr
     from spurlab.train.embedding_run import embed_dataset
 
     try:
+        check_out_file(out)
         model_options, params = split_model_options(parse_sets(set_))
         name, params = dataset_choice(dataset, table, image_root, label, spurious, params)
         result = embed_dataset(name, model_from_text(model), out, data_dir=data_dir, seed=seed,
@@ -48,7 +50,7 @@ def embed(out: Path = typer.Option(..., "--out", help="The embeddings file to wr
     for split, feats in result.features.items():
         source = "cache" if feats.from_cache else "computed"
         console.print(f"  {split:<6} {feats.features.shape[0]:>7} x {feats.features.shape[1]:<5} ({source})")
-    console.print(f"wrote {result.path}  (next: spurlab directions --embeddings {result.path})")
+    console.print(f"wrote {result.path}  (next: spurlab directions --embeddings {result.path})", markup=False)
 
 
 def dataset_choice(dataset: str | None, table: Path | None, image_root: Path | None, label: str | None,

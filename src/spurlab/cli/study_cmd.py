@@ -5,10 +5,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spurlab.cli._console import SetOpt, console, fail, frame_table
 from spurlab.errors import SpurlabError
+from spurlab.runs import check_out_dir
 
 
 def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
@@ -31,7 +33,7 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
         for col in ("name", "paper", "what it reproduces"):
             table.add_column(col)
         for cls in study_registry().values():
-            table.add_row(cls.name, cls.paper, cls.title)
+            table.add_row(*map(escape, (cls.name, cls.paper, cls.title)))
         console.print(table)
         return
     overrides = list(set_ or [])
@@ -39,6 +41,7 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
         if value is not None:
             overrides.append(f"{key}={value}")
     try:
+        check_out_dir(out)
         get_study(name)
         result, path = run_study(name, out_dir=out, quick=quick, seed=seed, device=device, overrides=overrides)
     except SpurlabError as exc:
@@ -46,4 +49,4 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
         return
     if result.headline is not None and not result.headline.empty:
         console.print(frame_table(result.headline, title=f"{name}: headline numbers"))
-    console.print(f"wrote {path}/report.html ({len(result.rows)} result rows)")
+    console.print(f"wrote {path}/report.html ({len(result.rows)} result rows)", markup=False)

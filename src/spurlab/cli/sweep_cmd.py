@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from spurlab.cli._console import console, err_console, fail, frame_table
 from spurlab.errors import SpurlabError
+from spurlab.runs import check_out_dir
 
 
 
@@ -51,24 +53,28 @@ def run(config: Path = typer.Argument(..., help="Sweep config (.toml or .yaml)."
     from spurlab.sweep.runner import plan_sweep, run_sweep
 
     try:
+        check_out_dir(out)
         cfg, specs = plan_sweep(config)
         out = out or Path("runs") / f"sweep-{cfg.name}"
         if dry_run:
             _print_plan(cfg.target, specs)
             return
-        console.print(f"sweep {cfg.name}: {len(specs)} runs of {cfg.target} into {out} ({executor} executor)")
+        console.print(f"sweep {cfg.name}: {len(specs)} runs of {cfg.target} into {out} ({executor} executor)",
+                      markup=False)
         outcome = run_sweep(cfg, out, executor=executor, workers=workers, address=address,
                             retry_failed=retry_failed)
     except SpurlabError as exc:
         fail(exc)
         return
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: finished runs are stored in {out}; run the same command to resume")
+        err_console.print(f"interrupted: finished runs are stored in {out}; run the same command to resume",
+                          markup=False)
         raise typer.Exit(code=130) from None
     console.print(f"{outcome.succeeded} finished, {outcome.failed} failed, {outcome.skipped} already stored "
-                  f"-> {out}  (next: spurlab sweep collect {out})")
+                  f"-> {out}  (next: spurlab sweep collect {out})", markup=False)
     if outcome.failed:
-        err_console.print(f"[yellow]{outcome.failed} run(s) failed[/]: see `spurlab sweep status {out} --failures`")
+        err_console.print(f"[yellow]{outcome.failed} run(s) failed[/]: see `spurlab sweep status "
+                          f"{escape(str(out))} --failures`")
         raise typer.Exit(code=1)
 
 
@@ -109,7 +115,7 @@ def status(sweep_dir: Path = typer.Argument(..., help="A sweep folder."),
                              title="failed runs"))
         if failures:
             for row in failed.itertuples(index=False):
-                console.print(f"[bold]{row.run_id}[/] {row.params}\n{row.traceback}")
+                console.print(f"[bold]{row.run_id}[/] {escape(str(row.params))}\n{escape(str(row.traceback))}")
 
 
 @sweep_app.command("collect")
@@ -126,7 +132,8 @@ def collect(sweep_dir: Path = typer.Argument(..., help="A sweep folder."),
         fail(exc)
         return
     console.print(frame_table(headline(outcome.summary), title="mean ± 95% CI over seeds (first rows)"))
-    console.print(f"wrote {outcome.summary_path}, {len(outcome.figure_paths)} figure(s) and {outcome.report_path}")
+    console.print(f"wrote {outcome.summary_path}, {len(outcome.figure_paths)} figure(s) and {outcome.report_path}",
+                  markup=False)
 
 
 @sweep_app.command("params")
@@ -144,5 +151,5 @@ def params(target: str = typer.Argument(..., help='"study:NAME", "method:NAME" o
     table.add_column("name")
     table.add_column("default")
     for key, value in defaults.items():
-        table.add_row(key, repr(value))
+        table.add_row(escape(key), escape(repr(value)))
     console.print(table)

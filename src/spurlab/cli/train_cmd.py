@@ -5,10 +5,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spurlab.cli._console import console, fail, frame_table
 from spurlab.errors import SpurlabError
+from spurlab.runs import check_out_dir
 
 
 def _methods_table():
@@ -21,7 +23,7 @@ def _methods_table():
     for cls in method_registry().values():
         needs = ", ".join(cls().group_label_needs()) or "none"
         hps = ", ".join(f"{k}={v.default}" for k, v in cls.extra_space.items()) or "-"
-        table.add_row(cls.name, needs, cls.summary, hps)
+        table.add_row(*map(escape, (cls.name, needs, cls.summary, hps)))
     return table
 
 
@@ -49,6 +51,7 @@ def train(method: str = typer.Option(..., "--method", help="A training method, o
         console.print(_methods_table())
         return
     try:
+        check_out_dir(out)
         model_spec, set_ = model_overrides(model, set_)
         hparams, params = split_overrides(method, dataset, set_)
         run = run_training(method, dataset, out, model=model_spec, epochs=epochs, selection=selection, n_trials=trials,
@@ -61,4 +64,4 @@ def train(method: str = typer.Option(..., "--method", help="A training method, o
     table = pd.DataFrame([{"split": s, **{k: v for k, v in d.items() if not isinstance(v, dict)}}
                           for s, d in run.summary["splits"].items()])
     console.print(frame_table(table, title=f"{method} on {dataset}"))
-    console.print(f"wrote {run.out_dir}/summary.json, results.csv and model.pt")
+    console.print(f"wrote {run.out_dir}/summary.json, results.csv and model.pt", markup=False)
