@@ -47,12 +47,10 @@ def free_cores() -> int:
 def size_threads() -> None:
     """Torch/OpenMP threads = the free cores, unless the user set them; set before torch is imported, so a
     loaded machine is not oversubscribed (a thread per core on busy cores spins more than it computes)."""
-    if any(os.environ.get(name) for name in THREAD_VARIABLES):
-        return
+    if any(os.environ.get(name) for name in THREAD_VARIABLES) or "torch" in sys.modules:
+        return  # the user's choice, or torch already sized (the CLI called from Python, e.g. tests)
     for name in THREAD_VARIABLES:
         os.environ[name] = str(free_cores())
-    if "torch" in sys.modules:  # already imported (the Python API, tests): tell torch directly
-        sys.modules["torch"].set_num_threads(free_cores())
 
 
 def crash_log(exc: BaseException) -> Path:
