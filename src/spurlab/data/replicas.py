@@ -272,9 +272,14 @@ def write_waterbirds_replica(data_dir: str | Path, counts: dict[str, tuple[int, 
 
 
 def write_celeba_replica(data_dir: str | Path, n_images: int = 150, image_size: tuple[int, int] = (178, 218),
-                         split_fractions: tuple[float, float] = (0.6, 0.2), seed: int = 0) -> Replica:
+                         split_fractions: tuple[float, float] = (0.6, 0.2), seed: int = 0,
+                         distinct_images: int | None = None) -> Replica:
     """CelebA's ``celeba/`` folder: the 40-attribute table (+1/-1), the partition file (0 train, 1 val,
-    2 test, contiguous like the real one) and 178x218 JPEGs; Blond_Hair is rarer among Male."""
+    2 test, contiguous like the real one) and 178x218 JPEGs; Blond_Hair is rarer among Male.
+
+    ``distinct_images`` (e.g. 16) encodes only that many pictures per (blond, male) pair and writes
+    their bytes again for every other file: a full-size replica (202,599 files) in a minute or two.
+    """
     if n_images < 3:
         raise SpurlabError("a CelebA replica needs at least 3 images")
     rng = np.random.default_rng(seed)
@@ -290,10 +295,17 @@ def write_celeba_replica(data_dir: str | Path, n_images: int = 150, image_size: 
     lines += [f"{name} " + " ".join(f"{v:2d}" for v in row) for name, row in zip(files, signs)]
     width, height = image_size
     hair = {True: (230, 200, 90), False: (60, 40, 30)}
+    pool: dict[tuple[bool, bool], list[bytes]] = {}
     for name, row in zip(files, values):
         blond, is_male = bool(row[CELEBA_ATTRIBUTES.index("Blond_Hair")]), bool(row[CELEBA_ATTRIBUTES.index("Male")])
-        picture = _scene(rng, height, width, hair[blond], (200, 160, 140) if is_male else (235, 190, 170))
-        atomic_write_bytes(root / "img_align_celeba" / name, _jpeg(picture))
+        encoded = pool.setdefault((blond, is_male), [])
+        if distinct_images is None or len(encoded) < distinct_images:
+            picture = _scene(rng, height, width, hair[blond], (200, 160, 140) if is_male else (235, 190, 170))
+            encoded.append(_jpeg(picture))
+            data = encoded[-1]
+        else:
+            data = encoded[int(rng.integers(len(encoded)))]
+        atomic_write_bytes(root / "img_align_celeba" / name, data)
     atomic_write_text(root / "list_attr_celeba.txt", "\n".join(lines) + "\n")
     atomic_write_text(root / "list_eval_partition.txt", "".join(f"{f} {s}\n" for f, s in zip(files, partition)))
     table = pd.DataFrame(signs.clip(0, 1), columns=list(CELEBA_ATTRIBUTES))
