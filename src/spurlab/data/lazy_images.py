@@ -500,3 +500,8 @@ def lazy_split_inputs(files: list[str], rows: np.ndarray, transform: ImageTransf
 def is_lazy(x: Any) -> bool:
     """True for the lazy image arrays of this module (index them per batch)."""
     return isinstance(x, LazyArray)
+
+
+def take_rows(x: Any, indices: np.ndarray) -> Any:
+    """``x[indices]`` for arrays; a lazy view (nothing decoded) for lazy inputs."""
+    return x.select(indices) if is_lazy(x) else x[indices]

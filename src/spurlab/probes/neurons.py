@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spurlab.data.grouped import GroupedDataset
+from spurlab.data.lazy_images import take_rows
 from spurlab.errors import SpurlabError, UnknownNameError
 from spurlab.models.layers import model_device, prunable_layers
 from spurlab.models.units import GRANULARITIES, CriticalUnits
@@ -183,7 +184,7 @@ def worst_predicted(model: nn.Module, x: np.ndarray, y: np.ndarray, g: np.ndarra
         if pool.size == 0:
             raise SpurlabError(f"group {group} has no examples in the data",
                                hint=f"groups present: {sorted(set(np.unique(g).tolist()))}")
-    losses = per_example_losses(model, x[pool], y[pool], batch_size)
+    losses = per_example_losses(model, take_rows(x, pool), y[pool], batch_size)  # lazy images stay lazy
     return pool[np.argsort(-losses, kind="stable")[:n_worst]]
 
 
