@@ -152,6 +152,24 @@ class NumberList(Constraint):
         return f"a list of at least {self.min_len} value(s), each {self.item.describe()}"
 
 
+class OptionList(Constraint):
+    """A list (or comma-separated text) whose every item is one of ``options``."""
+
+    def __init__(self, *options: Any, min_len: int = 1):
+        self.options = Options(*options)
+        self.min_len = min_len
+
+    def convert(self, value: Any) -> list:
+        if isinstance(value, str):
+            value = [t.strip() for t in value.strip().strip("[]").split(",") if t.strip()]
+        if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
+            raise ValueError("not a list")
+        return [self.options.convert(v) for v in value]
+
+    def describe(self) -> str:
+        return f"a list of at least {self.min_len} of {', '.join(repr(v) for v in self.options.values)}"
+
+
 class PathArg(Constraint):
     """A file-system path; ``must_exist`` checks that it is an existing file."""
 

@@ -16,11 +16,12 @@ from typing import Any
 import pandas as pd
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, NumberList, OptionList, Options, positive_int, probability
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.ood_failure_modes.ood_figures import (fig_geometric, fig_images, fig_norm_growth, fig_statistical,
                                                            headline_table)
 from spurlab.studies.ood_failure_modes.ood_images import DUPLICATION_MODES, IMAGE_MODES, ImageSpec, images_experiment
-from spurlab.studies.ood_failure_modes.ood_linear import (check_duplication_p, geometric_experiment,
+from spurlab.studies.ood_failure_modes.ood_linear import (geometric_experiment,
                                                           norm_growth_experiment, statistical_experiment)
 from spurlab.studies.ood_failure_modes.ood_table import (load_table_task, table_geometric_experiment,
                                                          table_statistical_experiment)
@@ -42,6 +43,24 @@ class OodFailureModes(Study):
                "classifier leans on a spurious feature: the max-margin norm grows with n, so a small minority "
                "makes the spurious weight cheap (geometric skew), and duplicated majority points keep GD "
                "spurious for ~1/ln t steps (statistical skew). Networks on images show the same two modes.")
+
+    # Declared bounds (checked by run_study before validate, each refusal naming its key).
+    parameter_constraints = {
+        **{key: positive_int() for key in ("n_seeds", "image_n_seeds", "D", "stat_D", "geo_n_maj", "stat_n_unique",
+                                           "stat_steps", "stat_logged", "image_epochs", "image_batch_size",
+                                           "image_n_test", "geo_n_test", "table_steps")},
+        **{key: Interval(float, 0, None, closed="neither") for key in ("margin", "B", "stat_margin", "stat_lr",
+                                                                      "image_B", "image_lr", "table_B", "table_lr")},
+        # p: the majority share after duplicating majority points
+        **{key: NumberList(Interval(float, 0.5, 1, closed="left"), min_len=0) for key in ("stat_p", "image_p",
+                                                                                          "table_p")},
+        "norm_ns": NumberList(Interval(int, 2, None), min_len=0),  # both classes need a point
+        "geo_n_min": NumberList(positive_int(), min_len=0),  # the minority group needs a point
+        "table_test_fraction": probability(closed="neither"),
+        "image_duplication": Options(*DUPLICATION_MODES),
+        "experiments": OptionList(*EXPERIMENTS, min_len=0),
+        "image_modes": OptionList(*IMAGE_MODES, min_len=0),
+    }
 
     def default_config(self, quick: bool) -> dict[str, Any]:
         q = quick
@@ -83,28 +102,6 @@ class OodFailureModes(Study):
 
     # ------------------------------------------------------------------ validation
     def validate(self, config: dict[str, Any]) -> None:
-        unknown = sorted(set(config["experiments"]) - set(EXPERIMENTS))
-        if unknown:
-            raise SpurlabError(f"unknown experiment(s) {unknown}", hint=f"choose from {', '.join(EXPERIMENTS)}")
-        for key in ("n_seeds", "image_n_seeds", "D", "stat_D", "geo_n_maj", "stat_n_unique", "stat_steps",
-                    "stat_logged", "image_epochs", "image_batch_size", "image_n_test", "geo_n_test", "table_steps"):
-            if int(config[key]) != config[key] or config[key] < 1:
-                raise SpurlabError(f"{key} must be a positive integer, got {config[key]!r}")
-        for key in ("margin", "B", "stat_margin", "stat_lr", "image_B", "image_lr", "table_B", "table_lr"):
-            if not float(config[key]) > 0:
-                raise SpurlabError(f"{key} must be > 0, got {config[key]!r}")
-        if min(config["norm_ns"], default=2) < 2:
-            raise SpurlabError("norm_ns must all be >= 2 (both classes need a point)")
-        if min(config["geo_n_min"], default=1) < 1:
-            raise SpurlabError("geo_n_min must all be >= 1", hint="the minority group needs at least one point")
-        for key in ("stat_p", "image_p", "table_p"):
-            check_duplication_p(config[key])
-        if not 0 < float(config["table_test_fraction"]) < 1:
-            raise SpurlabError(f"table_test_fraction must lie in (0, 1), got {config['table_test_fraction']}")
-        if config["image_duplication"] not in DUPLICATION_MODES:
-            raise SpurlabError(f"image_duplication must be one of {', '.join(DUPLICATION_MODES)}")
-        if set(config["image_modes"]) - set(IMAGE_MODES):
-            raise SpurlabError(f"image_modes must be among {', '.join(IMAGE_MODES)}")
         if config["table"] is not None and (not config["label"] or not config["spurious"]):
             raise SpurlabError("--table needs --label COL and --spurious COL")
         if config["table"] is None and (config["label"] or config["spurious"]):
