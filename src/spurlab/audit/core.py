@@ -44,6 +44,11 @@ from spurlab.train.methods.method_base import resolve_model_name
 from spurlab.utils import log, resolve_device, seed_everything
 
 STEPS = ("load", "train", "evaluate", "directions", "units", "fixes", "verdict")
+# The two presets (``quick=True`` / ``False``); explicit epochs, seeds or methods override them.
+PRESETS: dict[bool, dict[str, Any]] = {
+    True: {"epochs": 15, "seeds": 2, "methods": fix.QUICK_METHODS},
+    False: {"epochs": 40, "seeds": 3, "methods": fix.FULL_METHODS},
+}
 
 __all__ = ["Audit", "AuditFindings", "AuditReport", "STEPS", "run_audit"]
 
@@ -108,18 +113,25 @@ class Audit:
 
     @property
     def epochs_(self) -> int:
-        return self.epochs if self.epochs is not None else (15 if self.quick else 40)
+        return self.epochs if self.epochs is not None else PRESETS[self.quick]["epochs"]
 
     @property
     def methods_(self) -> tuple[str, ...]:
-        if self.methods is not None:
-            return tuple(self.methods)
-        return fix.QUICK_METHODS if self.quick else fix.FULL_METHODS
+        return tuple(self.methods) if self.methods is not None else PRESETS[self.quick]["methods"]
 
     @property
     def seeds_(self) -> tuple[int, ...]:
-        n = self.seeds if self.seeds is not None else (2 if self.quick else 3)
+        n = self.seeds if self.seeds is not None else PRESETS[self.quick]["seeds"]
         return tuple(self.seed + i for i in range(n))
+
+    @property
+    def mode_(self) -> str:
+        """"quick" or "full" when the resolved settings are that preset's, else "custom"."""
+        resolved = {"epochs": self.epochs_, "seeds": len(self.seeds_), "methods": self.methods_}
+        for name, quick in (("quick", True), ("full", False)):
+            if resolved == PRESETS[quick]:
+                return name
+        return "custom"
 
     # ------------------------------------------------------------ steps
     def find_issues(self) -> Audit:
@@ -179,7 +191,7 @@ class Audit:
                                hint="raise the minority size or lower p below 1")
         return AuditFindings(dataset=dataset, dataset_params=splits.params, splits=splits, seed=self.seed,
                              seeds=self.seeds_, device=resolve_device(self.device), quick=self.quick,
-                             epochs=self.epochs_)
+                             epochs=self.epochs_, mode=self.mode_)
 
     def _train(self, findings: AuditFindings) -> None:
         """ERM on the training split, or, for your trained module, nothing: it is audited as it is."""

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from spurlab.audit.findings import DirectionsFindings, UnitsFindings
@@ -46,7 +47,7 @@ def explain_directions(splits: DatasetSplits, embeddings: dict[str, np.ndarray],
     """Fit per-class failure directions on ``val`` (else ``train``), score ``test``; return numbers + figures."""
     from spurlab.probes.captions import AttributeCaptioner
     from spurlab.probes.directions import FailureDirections
-    from spurlab.report.direction_plots import plot_decision_histogram
+    from spurlab.report.direction_plots import plot_decision_histograms
 
     fit_split = "val" if "val" in splits else "train"
     fit_ds, test = splits[fit_split], splits["test"]
@@ -63,12 +64,17 @@ def explain_directions(splits: DatasetSplits, embeddings: dict[str, np.ndarray],
         captioner = AttributeCaptioner(embeddings[fit_split], fit_ds.y, meta)
         out.captions = fd.describe(captioner, class_names=list(fit_ds.class_names), k=3)
     correct = predictions["test"] == test.y
-    series = {"correct": dv[correct], "error": dv[~correct]}
-    if minority is not None:
-        series = {"majority": dv[~minority], "minority": dv[minority], **series}
+    per_class = {}
+    for c, name in enumerate(test.class_names):
+        rows = test.y == c
+        series = {"correct": dv[rows & correct], "error": dv[rows & ~correct]}
+        if minority is not None:
+            series = {"majority": dv[rows & ~minority], "minority": dv[rows & minority], **series}
+        per_class[str(name)] = series
     out.figures["directions_histogram"] = (
-        plot_decision_histogram(series, "test decision values of the per-class failure directions"),
-        "Decision values on the test split: negative values are flagged as likely errors.")
+        plot_decision_histograms(per_class, "test decision values of the per-class failure directions"),
+        "Decision values on the test split, one panel per class on its own scale (each class has its own SVM): "
+        "negative values are flagged as likely errors.")
     if test.x.ndim == 4:
         out.figures["directions_top_examples"] = (
             _top_examples_figure(fd, embeddings["test"], test, dv, top_k),
@@ -91,7 +97,7 @@ def _top_examples_figure(fd, emb: np.ndarray, ds: GroupedDataset, dv: np.ndarray
     images = np.transpose(ds.x[idx], (0, 2, 3, 1))
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    titles = [f"{ds.group_name(int(ds.g[i])).replace(',', chr(10))}\n{dv[i]:.2f}" for i in idx]
+    titles = [f"{ds.group_name(int(ds.g[i])).replace(',', chr(10))}\n{dv[i]:.2g}" for i in idx]
     return plot_image_grid(np.clip(images, 0, 1), titles, "top-ranked failure examples per class", columns=top_k)
 
 
@@ -151,35 +157,58 @@ def _worst_minority_group(model: nn.Module, train: GroupedDataset, minority: lis
     return min(minority, key=lambda g: (accs.get(g, 1.0), g))
 
 
+def most_moved(deltas: pd.DataFrame) -> pd.Series | None:
+    """The row whose ``delta_acc`` is largest in size, sign kept (never a mean over groups that may move in
+    opposite directions)."""
+    if deltas.empty:
+        return None
+    return deltas.loc[deltas["delta_acc"].abs().idxmax()]
+
+
 def _units_headline(deltas: pd.DataFrame) -> dict[str, Any]:
-    """The edit that separates minority from majority training accuracy the most."""
+    """The edit that moves one minority group's training accuracy the most while moving every majority group
+    the least; each side is reported by the group that moved most, with its sign."""
     train = deltas[deltas["split"] == "train"]
-    per = train.groupby(["selector", "mode", "k", "minority"])["delta_acc"].mean().unstack("minority")
-    if True not in per.columns or False not in per.columns:
-        return {}
-    gap = (per[False] - per[True]).sort_values(ascending=False)
-    selector, mode, k = gap.index[0]
-    return {"selector": selector, "mode": mode, "k": int(k),
-            "minority_train_delta": float(per.loc[gap.index[0], True]),
-            "majority_train_delta": float(per.loc[gap.index[0], False])}
+    best, best_score = None, -np.inf
+    for (selector, mode, k), edit in train.groupby(["selector", "mode", "k"], sort=True):
+        minority, majority = most_moved(edit[edit["minority"]]), most_moved(edit[~edit["minority"]])
+        if minority is None or majority is None:
+            continue
+        score = abs(minority["delta_acc"]) - abs(majority["delta_acc"])
+        if score > best_score:
+            best_score = score
+            best = {"selector": selector, "mode": mode, "k": int(k),
+                    "minority_group": str(minority["name"]), "minority_train_delta": float(minority["delta_acc"]),
+                    "majority_group": str(majority["name"]), "majority_train_delta": float(majority["delta_acc"])}
+    return best or {}
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _delta_figure(deltas: pd.DataFrame):
-    combos = deltas[["selector", "mode"]].drop_duplicates().itertuples(index=False)
-    combos = list(combos)
-    fig, axes = plt.subplots(2, len(combos), figsize=(3.2 * len(combos), 5.2), squeeze=False, sharey=True)
+    combos = list(deltas[["selector", "mode"]].drop_duplicates().itertuples(index=False))
+    groups = list(dict.fromkeys(deltas.sort_values("group")["name"]))
+    fig, axes = plt.subplots(2, len(combos), figsize=(3.2 * len(combos), 5.6), squeeze=False, sharey=True)
     for j, (selector, mode) in enumerate(combos):
         for i, split in enumerate(("train", "test")):
             ax = axes[i, j]
             part = deltas[(deltas.selector == selector) & (deltas["mode"] == mode) & (deltas.split == split)]
             for name, grp in part.groupby("name"):
-                colour = "tab:red" if grp["minority"].iloc[0] else "tab:blue"
-                ax.plot(grp["k"], grp["delta_acc"], marker="o", color=colour, alpha=0.8, label=name)
+                # minority red, majority blue; each group its own marker and dash, so overlapping lines stay apart
+                g = groups.index(name)
+                minority = bool(grp["minority"].iloc[0])
+                ax.plot(grp["k"], grp["delta_acc"], marker=MARKERS[g % len(MARKERS)],
+                        ls=LINE_STYLES[g % len(LINE_STYLES)], color="tab:red" if minority else "tab:blue",
+                        alpha=0.8, markersize=5, label=f"{name}{' (minority)' if minority else ''}")
             ax.axhline(0, color="k", lw=0.6)
-            ax.set_title(f"{selector} · {mode} · {split}", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{selector} · {mode}\n{split}", fontsize=8)
             ax.set_xlabel("k units edited", fontsize=8)
             if j == 0:
                 ax.set_ylabel("Δ accuracy", fontsize=8)
-    axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 2), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * max(1, -(-len(labels) // 2)), 1, 1))
     return fig

@@ -6,6 +6,7 @@ a misspelled field fails loudly instead of hiding a section.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,25 @@ from spurlab.data.grouped import DatasetSplits
 
 # name -> (matplotlib figure, caption)
 Figures = dict[str, tuple[Any, str]]
+CHANCE_AUROC = 0.5
+
+
+def _measured(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def nothing_found_reason(error_auroc: float | None, minority_recall: float | None = None,
+                         flag_minority_precision: float | None = None) -> str | None:
+    """Why a failure direction shows no failure mode (None when it does): error AUROC at or below chance, or
+    flags that catch no minority example. Such a direction is reported as "found nothing", never captioned."""
+    if not _measured(error_auroc):
+        return "no error AUROC could be measured"
+    if error_auroc <= CHANCE_AUROC:
+        return f"error AUROC {error_auroc:.2f} is at or below chance ({CHANCE_AUROC:.2f})"
+    if (_measured(minority_recall) and minority_recall == 0) or \
+            (_measured(flag_minority_precision) and flag_minority_precision == 0):
+        return "its flags catch no minority example"
+    return None
 
 
 @dataclass
@@ -31,6 +51,27 @@ class DirectionsFindings:
     error_auroc: float | None = None
     cv_balanced_acc: float | None = None
     figures: Figures = field(default_factory=dict)
+
+    @property
+    def nothing_found(self) -> str | None:
+        """Why the directions, taken together, found nothing (None when they found a failure mode)."""
+        return nothing_found_reason(self.error_auroc, self.minority_recall, self.flag_minority_precision)
+
+    def class_nothing_found(self) -> dict[str, str]:
+        """Class name -> why that class's direction found nothing."""
+        out = {}
+        for row in self.table[self.table["name"] != "mean"].to_dict("records"):
+            reason = nothing_found_reason(row.get("error_auroc"), row.get("minority_recall"),
+                                          row.get("flag_minority_precision"))
+            if reason:
+                out[str(row["name"])] = reason
+        return out
+
+    def failure_captions(self) -> dict[str, str]:
+        """Class name -> the caption of its failing end, for the classes whose direction found something."""
+        empty = self.class_nothing_found()
+        return {str(c["name"]): c["failure"][0]["caption"] for c in self.captions.values()
+                if c.get("failure") and str(c["name"]) not in empty and not self.nothing_found}
 
 
 @dataclass
@@ -63,6 +104,7 @@ class AuditFindings:
     device: str
     quick: bool
     epochs: int
+    mode: str = "custom"  # "quick" or "full" when the resolved epochs, seeds and methods are that preset's
     model_name: str | None = None  # None when the audit read embeddings and predictions from a file
     model_source: str = "erm"  # "erm": trained by the audit; "given": your trained model, audited as it is
     features_missing: str | None = None  # why the model's penultimate features cannot be read, if so

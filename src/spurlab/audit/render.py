@@ -79,10 +79,24 @@ def write_report(findings: AuditFindings, out_dir: str | Path | None) -> AuditRe
     return AuditReport(out, summary, findings.group_table, findings.verdict_text)
 
 
+def run_settings(findings: AuditFindings) -> list[str]:
+    """What ran, in words: the preset only when training or fixes ran, with the numbers that ran."""
+    trained = findings.model_name is not None and findings.model_source == "erm" and \
+        "train" not in findings.skipped_steps
+    parts = [f"{findings.epochs} epochs"] if trained else []
+    if findings.fixes is not None:
+        n_seeds = len(findings.seeds)
+        parts.append(f"{len(findings.fixes.summary)} fixes × {n_seeds} seed{'s' if n_seeds != 1 else ''}")
+    if not parts:
+        return []
+    mode = "custom settings" if findings.mode == "custom" else f"{findings.mode} mode"
+    return [f"{mode}: {', '.join(parts)}"]
+
+
 def build_html(findings: AuditFindings) -> HtmlReport:
     report = HtmlReport(f"spurlab audit: {findings.dataset}",
-                        subtitle=f"{findings.model_description} · seed {findings.seed} · device {findings.device} · "
-                                 f"{'quick' if findings.quick else 'full'} mode")
+                        subtitle=" · ".join([findings.model_description, f"seed {findings.seed}",
+                                             f"device {findings.device}", *run_settings(findings)]))
     report.heading("Verdict").raw(f'<p class="verdict">{html.escape(findings.verdict_text)}</p>')
     split_rows = [{"split": s, **{k: v for k, v in d.items() if k != "group_accuracy"}}
                   for s, d in findings.split_metrics.items()]
@@ -128,11 +142,20 @@ def _directions_section(report: HtmlReport, d: DirectionsFindings) -> None:
     cols = [c for c in ("name", "n", "n_errors", "cv_balanced_acc", "error_auroc", "flag_minority_precision",
                         "minority_recall", "minority_share_of_errors") if c in d.table.columns]
     report.table(d.table[cols], caption="per-class failure-direction metrics (test split)")
+    if d.nothing_found:
+        report.text(f"The failure directions found nothing: {d.nothing_found}. They point at no failure mode, "
+                    "so they are not captioned.", css_class="warn")
+        _figures(report, d.figures, "directions_histogram")
+        return
+    empty = d.class_nothing_found()
     rows = [{"class": c["name"], "failing end": ", ".join(e["caption"] for e in c["failure"]),
-             "easy end": ", ".join(e["caption"] for e in c["easy"])} for c in d.captions.values()]
+             "easy end": ", ".join(e["caption"] for e in c["easy"])}
+            if str(c["name"]) not in empty else
+            {"class": c["name"], "failing end": f"found nothing ({empty[str(c['name'])]})", "easy end": ""}
+            for c in d.captions.values()]
     if rows:
         report.table(pd.DataFrame(rows), caption="what separates the failing end of each direction from its "
-                     "easy end (attribute captions)")
+                     "easy end (attribute captions; a direction that found nothing is not captioned)")
     _figures(report, d.figures, "directions_histogram")
     _figures(report, d.figures, "directions_top_examples")
 
@@ -144,10 +167,11 @@ def _units_section(report: HtmlReport, u: UnitsFindings) -> None:
                 "shows whether the minority is memorized by a small set of units.")
     report.table(u.units[["selector", "rank", "layer", "index", "score"]], caption="the top critical units")
     _figures(report, u.figures, "units_delta")
-    head = u.deltas
-    table = head.pivot_table(index=["selector", "mode", "k", "split"], columns="minority", values="delta_acc")
-    table.columns = ["majority Δacc" if not c else "minority Δacc" for c in table.columns]
-    report.table(table.reset_index(), caption="mean accuracy change of minority and majority groups")
+    minority = set(u.deltas.loc[u.deltas["minority"], "name"])
+    table = u.deltas.pivot_table(index=["selector", "mode", "k", "split"], columns="name", values="delta_acc")
+    table.columns = [f"{name} Δacc{' (minority)' if name in minority else ''}" for name in table.columns]
+    report.table(table.reset_index(), caption="accuracy change of every group (never averaged over groups, which "
+                 "can move in opposite directions)")
 
 
 def _fixes_section(report: HtmlReport, f: FixesFindings) -> None:

@@ -7,15 +7,29 @@ from spurlab.audit.findings import AuditFindings, DirectionsFindings, FixesFindi
 from spurlab.audit.fix import best_fix
 
 GAP_THRESHOLD = 0.10  # worst group this far below the mean group counts as a failure
+MOVED = 0.02  # an edit that moves no minority group this much changes nothing
+
+
+def attribute_column(splits) -> str | None:
+    """The spurious attribute's name as its column: the shared ``key`` of ``key=value`` value names, else the
+    dataset's ``spurious`` parameter (e.g. a table's column), else ``spurious`` (the embeddings file's column)."""
+    train = splits["train"]
+    if train.a is None:
+        return None
+    keys = {name.split("=", 1)[0] for name in train.attr_names if "=" in name}
+    if len(keys) == 1 and all("=" in name for name in train.attr_names):
+        return keys.pop()
+    given = (splits.params or {}).get("spurious")
+    return given if isinstance(given, str) and given.strip() else "spurious"
 
 
 def _attribute_label(splits) -> str:
-    train = splits["train"]
-    if train.a is None:
+    column = attribute_column(splits)
+    if column is None:
         return "a spurious attribute"
-    names = train.attr_names
-    kind = names[0].split("=")[0] if "=" in names[0] else "the attribute"
-    return f"the spurious attribute '{kind}' ({', '.join(names)})"
+    values = [name.split("=", 1)[1] if name.startswith(f"{column}=") else name
+              for name in splits["train"].attr_names]
+    return f"the spurious attribute '{column}' (values {', '.join(values)})"
 
 
 def write_verdict(findings: AuditFindings) -> dict[str, Any]:
@@ -50,16 +64,19 @@ def write_verdict(findings: AuditFindings) -> dict[str, Any]:
 def _directions_sentences(directions: DirectionsFindings | None, facts: dict[str, Any]) -> list[str]:
     if directions is None:
         return []
+    if directions.nothing_found:
+        facts["directions_found_nothing"] = directions.nothing_found
+        return [f"Without group labels, the failure directions found nothing: {directions.nothing_found}."]
     out = []
     precision, recall = directions.flag_minority_precision, directions.minority_recall
     if precision is not None and recall is not None:
         out.append(f"Without group labels, the failure directions flag test examples that are {precision:.0%} "
                    f"minority and find {recall:.0%} of the minority (error AUROC "
-                   f"{directions.error_auroc or float('nan'):.2f}).")
-    failing = []
-    for caption in directions.captions.values():
-        if caption.get("failure"):
-            failing.append(f"{caption['name']}: {caption['failure'][0]['caption']}")
+                   f"{directions.error_auroc:.2f}).")
+    else:
+        out.append(f"Without group labels, the failure directions predict the model's errors with AUROC "
+                   f"{directions.error_auroc:.2f}.")
+    failing = [f"{name}: {caption}" for name, caption in directions.failure_captions().items()]
     if failing:
         facts["direction_captions"] = failing
         out.append("Their failing ends are described by " + "; ".join(failing) + ".")
@@ -71,12 +88,13 @@ def _units_sentences(units: UnitsFindings | None, facts: dict[str, Any]) -> list
     if not head:
         return []
     facts["critical_units"] = head
-    if abs(head["minority_train_delta"]) < 0.02:
-        return [f"Editing up to {head['k']} critical unit(s) barely changes any group's training accuracy: "
-                f"no few-unit memorization of the minority was found."]
-    return [f"Editing the top {head['k']} critical unit(s) ({head['selector']}, {head['mode']}) changes minority "
-            f"training accuracy by {head['minority_train_delta']:+.0%} against {head['majority_train_delta']:+.0%} "
-            f"for the majority."]
+    if abs(head["minority_train_delta"]) < MOVED:
+        return [f"Editing up to {head['k']} critical unit(s) moves no minority group's training accuracy by "
+                f"{MOVED:.0%} or more: no few-unit memorization of the minority was found."]
+    return [f"Editing the top {head['k']} critical unit(s) ({head['selector']}, {head['mode']}) changes the "
+            f"training accuracy of minority group {head['minority_group']} by {head['minority_train_delta']:+.0%}, "
+            f"against {head['majority_train_delta']:+.0%} for majority group {head['majority_group']} (on each "
+            f"side, the group that moved most)."]
 
 
 def _fix_sentences(fixes: FixesFindings | None, n_seeds: int, facts: dict[str, Any]) -> list[str]:

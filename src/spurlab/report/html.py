@@ -17,8 +17,11 @@ h1{font-size:1.7rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px s
 .meta{color:#667;font-size:.9rem}.verdict{background:#f3f6fb;border-left:4px solid #3b6fd8;padding:.8rem 1rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}td,th{border:1px solid #d6dae3;padding:.25rem .55rem;
 text-align:right}th{background:#eef1f7}td:first-child,th:first-child{text-align:left}
-figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #e3e6ee}figcaption{color:#556;font-size:.85rem}
-.warn{color:#a4420b}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #e3e6ee}
+figcaption{color:#556;font-size:.85rem}
+.warn{color:#a4420b}p,figcaption,h1,h2,h3,caption{overflow-wrap:anywhere}
+.table-box{max-width:100%;overflow-x:auto;margin:.6rem 0}.table-box table{margin:0}
+caption{text-align:left;caption-side:top;color:#556;font-size:.85rem;padding-bottom:.2rem}
 """
 
 
@@ -68,7 +71,9 @@ class HtmlReport:
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
         more = (f'<p class="meta">{len(frame) - max_rows} more rows in the CSV.</p>'
                 if len(frame) > max_rows else "")
-        self._parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}")
+        # a wide table scrolls inside its own box instead of widening the page
+        self._parts.append(f'<div class="table-box"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
+                           f'</table></div>{more}')
         return self
 
     def figure(self, name: str, fig_or_png, caption: str = "") -> HtmlReport:
@@ -84,6 +89,7 @@ class HtmlReport:
         sub = f'<p class="meta">{html.escape(self.subtitle)}</p>' if self.subtitle else ""
         body = "\n".join(self._parts)
         return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
                 f"<title>{html.escape(self.title)}</title><style>{STYLE}</style></head>"
                 f"<body><h1>{html.escape(self.title)}</h1>{sub}\n{body}\n</body></html>\n")
 

@@ -214,12 +214,23 @@ def run_study(name: str, out_dir: str | Path | None = None, quick: bool = False,
     return result, out if write else None
 
 
+def run_label(study: Study, ctx: StudyContext) -> str:
+    """"quick run" / "full run", naming the settings that differ from that preset when any do."""
+    preset = study.default_config(ctx.quick)
+    changed = sorted(k for k, v in ctx.config.items() if k in preset and preset[k] != v)
+    base = "quick run" if ctx.quick else "full run"
+    if not changed:
+        return base
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    return f"{base} with {len(changed)} setting(s) changed ({shown})"
+
+
 def write_study_outputs(study: Study, ctx: StudyContext, result: StudyResult, out: Path, total: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     frame = result.frame()
     atomic_write_csv(out / "results.csv", frame)
     report = HtmlReport(f"spurlab study: {study.title or study.name}",
-                        subtitle=f"{study.paper} · {'quick' if ctx.quick else 'full'} run · seed {ctx.seed} · "
+                        subtitle=f"{study.paper} · {run_label(study, ctx)} · seed {ctx.seed} · "
                                  f"device {ctx.device} · {total:.1f} s")
     if study.summary:
         report.text(study.summary)

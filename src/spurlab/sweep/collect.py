@@ -116,7 +116,13 @@ def metric_figure(part: pd.DataFrame, metric: str, x: str | None = None):
     return fig
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def _draw_panel(ax, panel: pd.DataFrame, x_col: str | None, hues: list[str]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     lines = list(panel.groupby(hues, sort=True, dropna=False)) if hues else [((), panel)]
     if x_col is None:
         labels = [_label(sub.iloc[0], hues) for _, sub in lines]
@@ -125,17 +131,21 @@ def _draw_panel(ax, panel: pd.DataFrame, x_col: str | None, hues: list[str]) -> 
         ax.bar(range(len(labels)), means, yerr=halves, capsize=4, color="#3b6fd8", alpha=0.8)
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=7)
     else:
-        for _, sub in lines:
+        for i, (_, sub) in enumerate(lines):
+            # lines that coincide stay distinguishable by their marker and dash pattern
             sub = sub.assign(_x=pd.to_numeric(sub[x_col])).sort_values("_x")
             half = np.nan_to_num(sub["ci95_half"].to_numpy())
-            ax.plot(sub["_x"], sub["mean"], marker="o", ms=3, label=_label(sub.iloc[0], hues))
+            ax.plot(sub["_x"], sub["mean"], marker=MARKERS[i % len(MARKERS)], ms=4,
+                    ls=LINE_STYLES[(i // len(MARKERS) + i) % len(LINE_STYLES)], label=_label(sub.iloc[0], hues))
             ax.fill_between(sub["_x"], sub["mean"] - half, sub["mean"] + half, alpha=0.2)
         xs = pd.to_numeric(panel[x_col])
         if (xs > 0).all() and xs.max() / xs.min() >= 100:
             ax.set_xscale("log")
+        elif np.allclose(xs, np.round(xs)):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(x_col)
         if hues and len(lines) <= MAX_LEGEND:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
 
 
@@ -170,6 +180,31 @@ def collect(sweep_dir: str | os.PathLike, dest: str | os.PathLike | None = None,
     return outcome
 
 
+def constant_columns(summary: pd.DataFrame) -> dict[str, object]:
+    """Setting columns that hold one value across the whole summary (shown once, not in every row)."""
+    settings = [c for c in summary.columns if c not in STAT_COLUMNS and c not in ("n_values", "metric")]
+    return {c: summary[c].iloc[0] for c in settings if summary[c].nunique(dropna=False) == 1}
+
+
+def summary_paragraph(summary: pd.DataFrame, status) -> str:
+    """One paragraph: what ran, what was swept, what is fixed, which metrics, and how to read the figures."""
+    fixed = constant_columns(summary)
+    settings = [c for c in summary.columns if c not in STAT_COLUMNS and c not in ("n_values", "metric")]
+    swept = [f"{c} ({summary[c].nunique(dropna=False)} values)" for c in settings if c not in fixed]
+    metrics = sorted(summary["metric"].astype(str).unique())
+    seeds = sorted(summary["n_seeds"].unique().tolist())
+    text = [f"{status.done} of {status.planned} planned runs finished ({status.failed} failed, {status.pending} "
+            f"pending)."]
+    if swept:
+        text.append("Swept: " + ", ".join(swept) + ".")
+    if fixed:
+        text.append("Fixed: " + ", ".join(f"{k} = {v}" for k, v in fixed.items()) + ".")
+    text.append(f"{len(metrics)} metric(s): {', '.join(metrics[:12])}{' …' if len(metrics) > 12 else ''}; "
+                f"{'/'.join(str(s) for s in seeds)} seed(s) per setting. Each figure shows the mean over seeds with "
+                "its 95% Student-t interval; the table below lists every setting.")
+    return " ".join(text)
+
+
 def write_report(store: ResultStore, summary: pd.DataFrame, figures: dict[str, bytes], path: Path) -> Path:
     from spurlab.report.html import HtmlReport
 
@@ -177,11 +212,15 @@ def write_report(store: ResultStore, summary: pd.DataFrame, figures: dict[str, b
     doc = HtmlReport(f"spurlab sweep: {store.root.name}",
                      subtitle=f"{status.done} finished, {status.failed} failed, {status.pending} pending "
                               f"of {status.planned} planned runs")
-    doc.heading("Mean and 95% CI over seeds").table(summary.round(6))
+    doc.text(summary_paragraph(summary, status))
     if figures:
         doc.heading("Figures")
         for metric, png in figures.items():
             doc.figure(file_stem(metric), png, f"{metric}: mean over seeds, band = 95% Student-t interval")
+    fixed = constant_columns(summary)
+    doc.heading("Mean and 95% CI over seeds").table(
+        summary.drop(columns=list(fixed)).round(6),
+        caption="columns that hold one value in every row are listed once above" if fixed else None)
     failures = store.failures()
     if not failures.empty:
         doc.heading("Failed runs").table(failures[["run_id", "seed", "params", "error_type", "error"]])
