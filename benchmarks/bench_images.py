@@ -155,7 +155,9 @@ def gib(n: float | None) -> str:
     return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
 
 
-def report(args, machine: str, write_seconds, pipe: dict, embed: dict | None, audit: dict | None) -> str:
+def report(args, machine: str, write_seconds, pipe: dict | None, embed: dict | None, audit: dict | None) -> str:
+    if pipe is None:
+        return audit_report(args, machine, audit)
     n = sum(pipe["sizes"].values())
     float32 = n * 3 * args.image_size ** 2 * 4
     lines = [f"## Lazy image data: CelebA-layout replica, {n:,} images ({datetime.date.today()})", "",
@@ -191,6 +193,16 @@ def report(args, machine: str, write_seconds, pipe: dict, embed: dict | None, au
     return "\n".join(lines) + "\n"
 
 
+def audit_report(args, machine: str, audit: dict) -> str:
+    status = "completed" if audit["returncode"] == 0 else f"failed (exit {audit['returncode']})"
+    return "\n".join([
+        f"## `spurlab audit --quick` on a {args.n_images:,}-image CelebA-layout replica, limit={args.audit_limit} "
+        f"per split ({datetime.date.today()})", "", machine,
+        f"- command: `{' '.join(['.venv/bin/python -m benchmarks.bench_images', *sys.argv[1:]])}`",
+        f"- audit: `spurlab {audit['command']}`",
+        f"- {status} in {audit['seconds']:.0f} s; peak RSS of the audit process {gib(audit['peak_rss'])}"]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "spurlab-celeba-replica")
@@ -200,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embed-images", type=int, default=2048)
     parser.add_argument("--audit-limit", type=int, default=0, help="images per split for the audit (0: skip)")
     parser.add_argument("--audit-args", default="", help="extra audit flags in one string, e.g. '--epochs 1'")
+    parser.add_argument("--skip-pipeline", action="store_true", help="measure the audit only")
     parser.add_argument("--keep-cache", action="store_true")
     parser.add_argument("--out", type=Path, help="also append the markdown to this file")
     parser.add_argument("--child", choices=("pipeline", "embed"), help=argparse.SUPPRESS)
@@ -214,8 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     limit = args.limit
     cache_root = Path(tempfile.mkdtemp(prefix="spurlab-bench-cache-", dir=args.data_dir))
     try:
-        pipe = run_child("pipeline", args, cache_root / "pipeline", limit)
-        embed = run_child("embed", args, cache_root / "embed", limit) if args.embed_images else None
+        pipe = None if args.skip_pipeline else run_child("pipeline", args, cache_root / "pipeline", limit)
+        embed = run_child("embed", args, cache_root / "embed", limit) if args.embed_images and pipe else None
         audit = run_audit(args, cache_root / "audit", cache_root / "audit-run") if args.audit_limit else None
     finally:
         if not args.keep_cache:
