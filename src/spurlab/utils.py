@@ -230,7 +230,7 @@ def check_same_length(**arrays: Any) -> int:
     return next(iter(lengths.values()), 0)
 
 
-def check_labels(name: str, labels: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+def check_labels(name: str, labels: np.ndarray, n_classes: int | None = None, what: str = "classes") -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise SpurlabError(f"{name} must be 1-d, got shape {labels.shape}")
@@ -248,7 +248,7 @@ def check_labels(name: str, labels: np.ndarray, n_classes: int | None = None) ->
         raise SpurlabError(f"{name} has negative values (min {labels.min()})", hint="labels must be 0..K-1")
     if n_classes is not None and labels.size and labels.max() >= n_classes:
         raise SpurlabError(
-            f"{name} has value {labels.max()} but only {n_classes} classes are declared",
+            f"{name} has value {labels.max()} but only {n_classes} {what} are declared",
             hint=f"labels must lie in 0..{n_classes - 1}",
         )
     return labels

@@ -49,6 +49,8 @@ def make_inputs(root: Path) -> None:
     _npz(root / "negative.npz", embeddings=emb, labels=lab - 1)
     _npz(root / "names.npz", embeddings=emb, labels=lab * 3, class_names=np.array(["a", "b"]))
     _npz(root / "nothing.npz", embeddings=np.zeros((0, 3)), labels=np.zeros(0, dtype=int))
+    _npz(root / "attr_gaps.npz", embeddings=emb, labels=lab, spurious=np.array([0, 3, 0, 3, 3, 0]))
+    _npz(root / "attr_text.npz", embeddings=emb, labels=lab, spurious=np.array(list("abcabc")))
     (root / "corrupt.parquet").write_bytes(b"PAR1 but nothing else")
     (root / "empty.parquet").write_bytes(b"")
     pd.DataFrame({"emb_0": [0.0, 1.0], "labels": [0, 1]}).to_csv(root / "table.txt")
@@ -117,7 +119,7 @@ STUDY_CASES = [
     (["study", "ood-failure-modes", "--quick", "--out", "{tmp}/out", "--set", "nosuch=1"], ["nosuch"]),
     (["study", "ood-failure-modes", "--quick", "--out", "{tmp}/afile"], ["--out", "afile"]),
     (["study", "ood-failure-modes", "--quick", "--out", "{tmp}/afile/below"], ["--out", "afile"]),
-    (["study", "ood-failure-modes", "--quick", "--out", "{tmp}/out", "--set", "D=-1"], ["D must be"]),
+    (["study", "ood-failure-modes", "--quick", "--out", "{tmp}/out", "--set", "D=-1"], ["'D'"]),
     (["study", "failure-directions", "--quick", "--out", "{tmp}/out", "--set", "correlation=abc"], ["correlation"]),
     (["study", "spurious-memorization", "--quick", "--out", "{tmp}/out", "--set", "d=abc"], ["'d'"]),
     (["study", "feature-contamination", "--quick", "--out", "{tmp}/out", "--set", "frozen_output=maybe"],
@@ -152,6 +154,8 @@ DIRECTIONS_CASES = [
     (["directions", "--embeddings", "{tmp}/names.npz", "--out", "{tmp}/out"], ["labels", "2 classes"]),
     (["directions", "--embeddings", "{tmp}/nothing.npz", "--out", "{tmp}/out"], ["nothing.npz", "no examples"]),
     (["directions", "--embeddings", "{tmp}/corrupt.parquet", "--out", "{tmp}/out"], ["corrupt.parquet"]),
+    (["directions", "--embeddings", "{tmp}/attr_gaps.npz", "--out", "{tmp}/out"], ["'spurious'", "skip [1, 2]"]),
+    (["directions", "--embeddings", "{tmp}/attr_text.npz", "--out", "{tmp}/out"], ["'spurious'", "integer"]),
     (["directions", "--embeddings", "{tmp}/empty.parquet", "--out", "{tmp}/out"], ["empty.parquet"]),
     (["directions", "--embeddings", "{tmp}/good.npz", "--out", "{tmp}/afile"], ["--out", "afile"]),
 ]
@@ -267,6 +271,12 @@ def _sets(*items):
     return parse_sets(list(items))
 
 
+def _grouped(y=(0, 1, 0, 1), **kw):
+    from spurlab.data.grouped import GroupedDataset
+
+    return GroupedDataset(x=np.zeros((4, 2)), y=np.array(y), a=np.array(kw.pop("a")) if "a" in kw else None, **kw)
+
+
 API_CASES = [
     (lambda root: _get_method("erm", lr="abc"), ["'lr'"]),
     (lambda root: _get_method("erm", lr=float("nan")), ["'lr'"]),
@@ -295,6 +305,8 @@ API_CASES = [
     (_read("corrupt.parquet"), ["corrupt.parquet"]),
     (lambda root: _sets("k=[1,"), ["k"]),
     (lambda root: _sets("k"), ["'k'", "key=value"]),
+    (lambda root: _grouped(a=[0, 2, 0, 2], attr_names=("x", "y")), ["a has value 2", "attribute values"]),
+    (lambda root: _grouped(y=[0, 1, 5, 1], class_names=("u", "v")), ["y has value 5", "classes"]),
 ]
 
 

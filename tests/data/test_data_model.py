@@ -83,7 +83,7 @@ def test_explicit_groups_without_attribute():
     (dict(x=np.zeros((2, 1)), y=[0, 2], class_names=("a", "b")), "only 2 classes"),
     (dict(x=np.zeros((2, 1)), y=[0, -1]), "negative"),
     (dict(x=np.zeros((2, 1)), y=[0.5, 1]), "integer class indices"),
-    (dict(x=np.zeros((2, 1)), y=[0, 1], a=[0, 3], attr_names=("p", "q")), "only 2 classes"),
+    (dict(x=np.zeros((2, 1)), y=[0, 1], a=[0, 3], attr_names=("p", "q")), "only 2 attribute values"),
 ])
 def test_bad_input_is_refused_clearly(kwargs, message):
     with pytest.raises(SpurlabError, match=message):

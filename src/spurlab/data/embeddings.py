@@ -113,6 +113,16 @@ def read_embeddings_file(path: str | Path) -> dict[str, Any]:
         data["predictions"] = check_labels("predictions", data["predictions"], n_classes)
     if n_classes is None:
         check_label_set(path, data)
+    for key in ("spurious", "groups"):
+        if key in data:
+            data[key] = check_labels(f"{path}: {key!r}", data[key])
+    if "spurious" in data:
+        present = sorted(set(np.unique(data["spurious"]).tolist()))
+        missing = sorted(set(range(present[-1] + 1)) - set(present)) if present else []
+        if missing:
+            raise SpurlabError(f"{path}: 'spurious' attribute values skip {missing[:10]} (values {present[:10]}); "
+                               "groups would include attribute values with no example",
+                               hint="number the attribute values 0..A-1")
     return data
 
 

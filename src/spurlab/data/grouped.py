@@ -57,7 +57,7 @@ class GroupedDataset:
                 k = int(self.a.max()) + 1 if self.a.size else 0
                 self.attr_names = tuple(str(i) for i in range(max(k, 1)))
             self.attr_names = tuple(str(c) for c in self.attr_names)
-            check_labels("a", self.a, n_classes=len(self.attr_names))
+            check_labels("a", self.a, n_classes=len(self.attr_names), what="attribute values (attr_names)")
         if self.groups is not None:
             self.groups = check_labels("groups", self.groups)
         if self.metadata is not None:
