@@ -293,6 +293,7 @@ def paper_edit(cfg: dict[str, Any], erm_runs: list[dict], train: GroupedDataset,
             accs = evaluate_interventions(model, ivs, ds.x, ds.y, ds.g, ds.n_groups,
                                           batch_size=int(cfg["eval_batch"]))
             rows += [{"seed": seed, "rep": r, "split": split, "group": g, "unit": units.labels()[0],
+                      "sigma": float(cfg["paper_edit_sigma"]),
                       "acc": accs[r, g], "base_acc": base[g], "delta": accs[r, g] - base[g]}
                      for r in range(len(ivs)) for g in range(ds.n_groups) if np.isfinite(base[g])]
     return pd.DataFrame(rows)
@@ -301,8 +302,8 @@ def paper_edit(cfg: dict[str, Any], erm_runs: list[dict], train: GroupedDataset,
 def add_paper_edit_rows(result: StudyResult, edit: pd.DataFrame) -> None:
     for row in edit.itertuples(index=False):
         result.add("paper_edit", "delta_acc", row.delta, row.seed, group=row.group, split=row.split,
-                   mode="random_init", k=1, rep=row.rep, selector="weight_norm", unit_set="weight_norm",
-                   unit=row.unit)
+                   mode="random_init", k=1, sigma=row.sigma, rep=row.rep, selector="weight_norm",
+                   unit_set="weight_norm", unit=row.unit)
 
 
 # ------------------------------------------------------------------ framework rows
@@ -341,7 +342,7 @@ def headline(evidence: pd.DataFrame, edit: pd.DataFrame, table: pd.DataFrame, mi
     counts = train.group_counts()
     sizes = ", ".join(f"g{g} {int(counts[g])} (one example = {100 / counts[g]:.1f} points)" for g in minority)
     n_seeds, n_reps = edit["seed"].nunique(), edit["rep"].nunique()
-    rows = [("paper's edit: re-init (N(0, σ²)) the top-1 weight-norm conv channel",
+    rows = [(f"paper's edit: re-init (N(0, σ²), σ={edit['sigma'].iloc[0]:g}) the top-1 weight-norm conv channel",
              f"{n_reps} repeats x {n_seeds} seed(s); minority training examples: {sizes}"),
             ("  Δ train acc per group (mean ± std)", paper_edit_summary(edit, "train")),
             ("  Δ test acc per group (mean ± std)", paper_edit_summary(edit, "test"))]
@@ -350,10 +351,16 @@ def headline(evidence: pd.DataFrame, edit: pd.DataFrame, table: pd.DataFrame, mi
         best = contrast.iloc[0]
         test = minority_contrast(evidence, minority, "test", max_k=3)
         match = test[(test.unit_set == best.unit_set) & (test["mode"] == best["mode"]) & (test.k == best.k)]
+        same_sigma = evidence["sigma"].isna() if np.isnan(best.sigma) else np.isclose(evidence["sigma"], best.sigma)
         cell = evidence[(evidence["unit_set"] == best.unit_set) & (evidence["mode"] == best["mode"])
-                        & (evidence["k"] == best.k)]
+                        & (evidence["k"] == best.k) & same_sigma]
+        match = match[match["sigma"].isna() if np.isnan(best.sigma) else np.isclose(match["sigma"], best.sigma)]
+        spread = cell[(cell["split"] == "train") & cell["group"].isin(minority)]["acc_std"].mean()
+        spread = f"; minority acc std over repeats {spread:.3f}" if np.isfinite(spread) else ""
         rows += [(f"best cell of the grid (MAXIMUM over {len(contrast)} cells with k <= 3, seed 0)",
-                  f"{best.unit_set}, {best['mode']}, k={int(best.k)}, {int(cell['n_repeats'].max())} repeat(s)"),
+                  f"{best.unit_set}, {best['mode']}, k={int(best.k)}"
+                  + ("" if np.isnan(best.sigma) else f", σ={best.sigma:g}") + f", {int(cell['n_repeats'].max())} "
+                  f"repeat(s){spread}"),
                  ("  Δ train acc minority / majority", f"{best.minority_delta:+.3f} / {best.majority_delta:+.3f}"),
                  ("  Δ test acc minority / majority",
                   f"{match.minority_delta.mean():+.3f} / {match.majority_delta.mean():+.3f}")]
