@@ -91,7 +91,7 @@ def test_unknown_method_and_hparam_are_refused_with_the_known_names():
 
 def test_hparam_grid_starts_with_defaults_and_is_seeded():
     defaults = default_hparams("groupdro")
-    assert defaults["eta"] == 0.1 and defaults["lr"] == 1e-3
+    assert defaults["eta"] == 0.01 and defaults["lr"] == 1e-3
     assert random_hparams("groupdro", seed=3) == random_hparams("groupdro", seed=3)
     assert random_hparams("groupdro", seed=3) != random_hparams("groupdro", seed=4)
     grid = hparam_grid("jtt", 4, seed=1, fixed_hparams={"lambda_up": 7})

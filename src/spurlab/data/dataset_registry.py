@@ -84,7 +84,8 @@ class DatasetEntry:
 
 
 DATASETS: Registry[DatasetEntry] = Registry(
-    "dataset", [f"spurlab.data.{m}" for m in ("synthetic", "images", "benchmarks", "cifar", "embeddings")])
+    "dataset", [f"spurlab.data.{m}" for m in ("synthetic", "images", "benchmarks", "cifar", "embeddings",
+                                              "spuco_mnist", "image_table")])
 
 
 def register_dataset(name: str, summary: str, kind: str, needs_files: bool = False,

@@ -247,6 +247,32 @@ class LazyTorchDataset:
         return tuple(out)
 
 
+def _default_names(names: tuple[str, ...]) -> bool:
+    return names == tuple(str(i) for i in range(len(names)))
+
+
+def align_group_numbering(splits: Mapping[str, GroupedDataset], name: str) -> None:
+    """Give every split the same class and attribute numbering, so a group id means the same group everywhere.
+
+    A split built without ``class_names``/``attr_names`` numbers its values ``0..max``: one that lacks
+    the highest attribute value would get fewer attributes and different group ids (``g = y * A + a``).
+    Default (numeric) names are widened to the largest split's; named splits must agree exactly.
+    """
+    for field_name in ("class_names", "attr_names"):
+        members = [ds for ds in splits.values() if field_name == "class_names" or ds.a is not None]
+        variants = {getattr(ds, field_name) for ds in members}
+        if len(variants) <= 1:
+            continue
+        if not all(_default_names(v) for v in variants):
+            listing = "; ".join(f"{ds.split}: {', '.join(getattr(ds, field_name))}" for ds in members)
+            raise SpurlabError(f"the splits of {name!r} disagree on their {field_name} ({listing}), so their "
+                               f"group ids would mean different groups",
+                               hint=f"build every split with the same {field_name}")
+        widest = max(variants, key=len)
+        for ds in members:
+            setattr(ds, field_name, widest)
+
+
 class DatasetSplits(Mapping[str, GroupedDataset]):
     """The named splits of one dataset, e.g. ``splits["train"]``."""
 
@@ -260,6 +286,7 @@ class DatasetSplits(Mapping[str, GroupedDataset]):
         for split_name, ds in self._splits.items():
             ds.name, ds.split = name, split_name
             ds.params = dict(self.params)
+        align_group_numbering(self._splits, name)
 
     @classmethod
     def from_arrays(cls, x, y, *, attributes=None, groups=None, split=None, class_names=None, attr_names=None,

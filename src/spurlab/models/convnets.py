@@ -14,7 +14,7 @@ from torch import nn
 from spurlab.errors import SpurlabError
 from spurlab.models.model_registry import no_pretrained_weights, register_model
 
-IMAGE_MODELS = ("flatcnn", "cnn", "resnet", "torchvision:resnet18", "torchvision:resnet50")
+IMAGE_MODELS = ("lenet", "flatcnn", "cnn", "resnet", "torchvision:resnet18", "torchvision:resnet50")
 
 
 class FlatCNN(nn.Module):
@@ -37,6 +37,35 @@ class FlatCNN(nn.Module):
                                f"image to nothing", hint="use fewer conv channels entries")
         self.body = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(c_in * h * w, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class LeNet(nn.Module):
+    """LeNet-5 as SpuCo builds it: conv 5x5 (6, padding 2) - ReLU - max-pool, conv 5x5 (16) - ReLU - max-pool,
+    then 120 and 84 fully connected ReLU units; ``features`` are the 84 units, ``head`` the linear classifier.
+
+    The flattened map keeps *where* things are (no global pooling), so the features carry the digit's
+    shape as well as a background colour: what last-layer retraining (DFR) needs. Any image of at least
+    12x12 pixels works (SpuCo's is fixed to 28x28, where the map is 16x5x5).
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], n_classes: int):
+        super().__init__()
+        c_in, h, w = input_shape
+        h2, w2 = (h // 2 - 4) // 2, (w // 2 - 4) // 2
+        if h2 < 1 or w2 < 1:
+            raise SpurlabError(f"lenet needs images of at least 12x12 pixels, got {h}x{w}",
+                               hint="use model=cnn for smaller images")
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(16 * h2 * w2, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU())
+        self.head = nn.Linear(84, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -16,6 +16,7 @@ from spurlab.utils import log
 
 SUMMARY_METRICS = ("worst_group_acc", "mean_group_acc", "average_acc", "accuracy")
 GROUP_PREFIX = "acc:"
+FINAL_PREFIX = "final_"
 
 
 def default_hparams(method: str) -> dict[str, Any]:
@@ -78,17 +79,26 @@ def tune_method(name: str, splits: Mapping[str, GroupedDataset], n_trials: int =
     return best, table
 
 
-def _result_row(method: Method, split: str, scores: dict[str, Any]) -> dict[str, Any]:
-    row = {"method": method.name, "seed": method.seed, "split": split,
+def _result_row(method: Method, split: str, scores: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    row = {"method": method.name, "seed": method.seed, "split": split, "epochs": method.epochs,
            **{k: scores[k] for k in SUMMARY_METRICS},
+           **{f"{FINAL_PREFIX}{k}": final[k] for k in SUMMARY_METRICS},
            "selection": method.selection_, "val_score": method.val_score_, "best_epoch": method.best_epoch_,
            "fit_time_s": method.fit_time_s_}
     row.update({f"{GROUP_PREFIX}{g}": acc for g, acc in scores["group_accuracy"].items()})
     return row
 
 
+def epochs_for(epochs: int | Mapping[str, int], name: str, default: int = 20) -> int:
+    """The epoch count of method ``name``: ``epochs`` itself, or its entry in a ``{method: epochs}`` mapping
+    (methods it does not name get ``default``)."""
+    if isinstance(epochs, Mapping):
+        return int(epochs.get(name, default))
+    return int(epochs)
+
+
 def compare_methods(splits: Mapping[str, GroupedDataset], methods: Sequence[str], seeds: Sequence[int] = (0,),
-                    *, model: str = "auto", epochs: int = 20, selection: str = "auto",
+                    *, model: str = "auto", epochs: int | Mapping[str, int] = 20, selection: str = "auto",
                     hparams: dict[str, dict[str, Any]] | None = None, device: str = "auto",
                     score_splits: Sequence[str] = ("test",),
                     on_fit: Callable[[Method], None] | None = None) -> pd.DataFrame:
@@ -96,14 +106,19 @@ def compare_methods(splits: Mapping[str, GroupedDataset], methods: Sequence[str]
 
     Columns: method, seed, split, worst_group_acc, mean_group_acc, average_acc
     (test group accuracies weighted by the training group shares), accuracy,
-    selection, val_score, best_epoch, fit_time_s and one ``acc:<group>`` column
-    per group. ``hparams`` maps a method name to its fixed hyper-parameters;
-    ``on_fit(method)`` is called with every fitted method (to keep models, plot, log).
+    selection, val_score, best_epoch, fit_time_s, the same metrics of the last epoch's
+    weights (``final_worst_group_acc``, ...: what peer libraries report) and one ``acc:<group>``
+    column per group. ``epochs`` is one count for all, or ``{method: epochs}`` (an epoch of
+    ``upsample`` is a pass over the upsampled set, several times longer than ERM's; give
+    it fewer to compare at the same number of steps). ``hparams`` maps a method name to its
+    fixed hyper-parameters; ``on_fit(method)`` is called with every fitted method (to keep
+    models, plot, log).
     """
     hparams = dict(hparams or {})
     _check_comparison(splits, methods, seeds, hparams, score_splits)
-    settings = {"model": model, "epochs": epochs, "selection": selection, "device": device}
-    instances = [get_method(name, seed=int(seed), **settings, **hparams.get(name, {}))
+    settings = {"model": model, "selection": selection, "device": device}
+    instances = [get_method(name, seed=int(seed), epochs=epochs_for(epochs, name), **settings,
+                            **hparams.get(name, {}))
                  for name in methods for seed in seeds]
     for method in instances:  # group-label needs are checked for all methods before any training
         method._check_splits(splits)
@@ -113,7 +128,8 @@ def compare_methods(splits: Mapping[str, GroupedDataset], methods: Sequence[str]
         method.fit(splits)
         if on_fit is not None:
             on_fit(method)
-        rows += [_result_row(method, split, method.evaluate(splits[split])) for split in score_splits]
+        rows += [_result_row(method, split, method.evaluate(splits[split]),
+                             method.evaluate(splits[split], final=True)) for split in score_splits]
     return pd.DataFrame(rows)
 
 
@@ -137,7 +153,9 @@ def summarize_comparison(frame: pd.DataFrame, split: str = "test") -> pd.DataFra
     if frame.empty:
         raise SpurlabError("nothing to summarize: the comparison has no rows")
     part = frame[frame["split"] == split]
-    stats = part.groupby("method", sort=False)[list(SUMMARY_METRICS)].agg(["mean", "std"])
+    metric_columns = [c for c in (*SUMMARY_METRICS, *(f"{FINAL_PREFIX}{m}" for m in SUMMARY_METRICS))
+                      if c in part.columns]
+    stats = part.groupby("method", sort=False)[metric_columns].agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats["n_seeds"] = part.groupby("method", sort=False)["seed"].nunique()
     return stats.fillna({c: 0.0 for c in stats.columns if c.endswith("_std")}).reset_index()

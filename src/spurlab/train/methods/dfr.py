@@ -4,19 +4,21 @@ ERM learns the core features even when it leans on a spurious one; refitting
 only the last layer on a *group-balanced* held-out set reweights them. Here:
 
 1. train ERM on the training split (last epoch kept: the held-out split is
-   reserved for the last layer);
+   reserved for the last layer), or take a trained network (``base_model=``);
 2. embed the validation split with the network's penultimate layer, standardize;
 3. split it in half (stratified by group, seeded): for each ``C`` of the grid,
-   fit ``n_draws`` L1 logistic regressions on group-balanced subsamples of the
+   fit ``tune_draws`` (5) L1 logistic regressions on group-balanced subsamples of the
    first half, average them, score worst-group accuracy on the second half;
-4. refit with the best ``C`` on balanced subsamples of the whole validation split
-   and write the averaged weights into the network's ``head``.
+4. refit with the best ``C`` on ``n_draws`` (20, as DFR's code and SpuCo) balanced
+   subsamples of the whole validation split and write the averaged weights into the
+   network's ``head``.
 
 ``balance="class"`` balances classes instead of groups: the variant without any
 group labels (weaker, but label-free).
 """
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -27,11 +29,11 @@ from sklearn.linear_model import LogisticRegression
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.params import AnyOf, Interval, Options, positive_int
 from spurlab.models.layers import model_device
 from spurlab.models.penultimate import BackboneWithHead, feature_function, penultimate_features
+from spurlab.params import AnyOf, Interval, NumberList, Options, positive_int
 from spurlab.train.methods.method_base import Method, register_method
-from spurlab.train.methods.hparams import Hparam, choice
+from spurlab.train.methods.hparams import Hparam, choice, fixed
 
 # The DFR paper's grid (1 ... 0.01) extended upwards: scikit-learn's C multiplies the *sum* of the
 # losses, so the held-out sets of a few hundred examples used here need weaker regularization
@@ -39,12 +41,28 @@ from spurlab.train.methods.hparams import Hparam, choice
 C_GRID = (100.0, 30.0, 10.0, 3.0, 1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 
 
-def l1_logistic(C: float, seed: int, n_classes: int) -> LogisticRegression:
-    """An L1 logistic regression across scikit-learn versions (``penalty`` left in 1.8)."""
+def l1_logistic(C: float, seed: int) -> LogisticRegression:
+    """A binary L1 logistic regression (liblinear, as DFR's and SpuCo's code) across scikit-learn versions
+    (``penalty`` left in 1.8)."""
     sk_version = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
     penalty = {"l1_ratio": 1.0} if sk_version >= (1, 8) else {"penalty": "l1"}
-    solver = "liblinear" if n_classes == 2 else "saga"
-    return LogisticRegression(C=C, solver=solver, random_state=seed, max_iter=1000, **penalty)
+    return LogisticRegression(C=C, solver="liblinear", random_state=seed, max_iter=1000, **penalty)
+
+
+def fit_l1_head(features: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int):
+    """``(W, b)`` of one L1 logistic regression; ``features @ W.T + b`` are per-class scores.
+
+    Two classes: one score z for class 1, written as logits (0, z). More: one-vs-rest, one binary
+    regression per class (what liblinear does in DFR's and SpuCo's code; fast, unlike a multinomial
+    L1 fit with saga).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings on tiny subsamples are expected
+        if n_classes == 2:
+            clf = l1_logistic(C, seed).fit(features, y)
+            return np.vstack([np.zeros_like(clf.coef_), clf.coef_]), np.concatenate([[0.0], clf.intercept_])
+        rows = [l1_logistic(C, seed).fit(features, (y == c).astype(np.int64)) for c in range(n_classes)]
+    return np.vstack([clf.coef_ for clf in rows]), np.concatenate([clf.intercept_ for clf in rows])
 
 
 def balanced_subsample(keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -78,13 +96,7 @@ def fit_balanced_head(features: np.ndarray, y: np.ndarray, keys: np.ndarray, n_c
         if len(np.unique(y[idx])) < n_classes:
             raise SpurlabError("a balanced subsample of the held-out split lacks a class",
                                hint="use a larger validation split")
-        clf = l1_logistic(C, seed + draw, n_classes)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence warnings on tiny subsamples are expected
-            clf.fit(features[idx], y[idx])
-        w, b = clf.coef_, clf.intercept_
-        if n_classes == 2:  # binary: one score z for class 1; logits (0, z) give the same argmax/softmax
-            w, b = np.vstack([np.zeros_like(w), w]), np.concatenate([[0.0], b])
+        w, b = fit_l1_head(features[idx], y[idx], n_classes, C, seed + draw)
         weights.append(w)
         biases.append(b)
     return np.mean(weights, axis=0), np.mean(biases, axis=0)
@@ -111,10 +123,24 @@ class DFR(Method):
     extra_space = {
         "C": Hparam("tune", choice(["tune"]), "L1 inverse strength, or 'tune': best of C_GRID on half of val",
                     AnyOf(Options("tune"), Interval(float, 0, None, closed="neither"))),
-        "n_draws": Hparam(10, choice([5, 10, 20]), "balanced subsamples averaged per fit", positive_int()),
+        "n_draws": Hparam(20, choice([5, 10, 20]), "group-balanced subsamples whose logistic regressions are "
+                          "averaged per fit (DFR's code and SpuCo: 20)", positive_int()),
+        "tune_draws": Hparam(5, choice([1, 5, 10]), "balanced draws averaged per C while tuning C (SpuCo: 1)",
+                             positive_int()),
+        "C_grid": Hparam(C_GRID, fixed(C_GRID), "the C values tried when C='tune' (the paper's 1 ... 0.01, "
+                         "extended up to 100)", NumberList(Interval(float, 0, None, closed="neither"))),
         "balance": Hparam("group", choice(["group"]), "balance groups (needs val group labels) or classes",
                           Options("group", "class")),
     }
+
+    def __init__(self, model: str = "auto", epochs: int = 20, selection: str = "auto", seed: int = 0,
+                 device: str = "auto", base_model: torch.nn.Module | None = None, **hparams):
+        """``base_model``: an already trained network (``features(x)`` + linear ``head``) whose last layer
+        is refit, instead of training ERM first (its copy is refit; ``model`` and ``epochs`` are then unused)."""
+        super().__init__(model=model, epochs=epochs, selection=selection, seed=seed, device=device, **hparams)
+        if base_model is not None and not isinstance(base_model, torch.nn.Module):
+            raise SpurlabError(f"base_model must be a torch.nn.Module, got {type(base_model).__name__}")
+        self.base_model = base_model
 
     def group_label_needs(self) -> tuple[str, ...]:
         return self.needs_groups if self.hparams.get("balance", "group") == "group" else ()
@@ -123,11 +149,7 @@ class DFR(Method):
         if val is None:
             raise SpurlabError("dfr needs a held-out 'val' split to retrain the last layer on",
                                hint="use a dataset with a validation split")
-        model = self.train_network(train.x, train.y, None, stage="erm", selection="last")
-        if self.model_spec_.feature_layer and not self.model_spec_.frozen:
-            model = with_new_head(model, self.model_spec_.feature_layer, self.n_classes_, train.x)
-        if not isinstance(getattr(model, "head", None), torch.nn.Linear):
-            raise SpurlabError(f"dfr needs a network with a linear 'head' layer, got {type(model).__name__}")
+        model = self._base_network(train)
         feats = penultimate_features(model, val.x, device=self.device_)
         mean, std = feats.mean(axis=0), feats.std(axis=0) + 1e-8
         feats = (feats - mean) / std
@@ -135,8 +157,26 @@ class DFR(Method):
         C = self._choose_C(feats, val, keys)
         head = fit_balanced_head(feats, val.y, keys, self.n_classes_, C, int(self.hparams_["n_draws"]), self.seed)
         self._write_head(model, head, mean, std)
-        self.model_ = model
+        self.model_ = self.final_model_ = model  # no epoch to select: the refit network is also the final one
         self.details_["C"] = C
+
+    def _base_network(self, train: GroupedDataset) -> torch.nn.Module:
+        """``base_model`` (a copy: the caller's network is left as it is), else ERM trained for ``epochs``."""
+        if self.base_model is None:
+            model = self.train_network(train.x, train.y, None, stage="erm", selection="last")
+        else:
+            model = copy.deepcopy(self.base_model).to(self.device_)
+            self.details_["base_model"] = "given"
+        if self.model_spec_.feature_layer and not self.model_spec_.frozen:
+            model = with_new_head(model, self.model_spec_.feature_layer, self.n_classes_, train.x)
+        head = getattr(model, "head", None)
+        if not isinstance(head, torch.nn.Linear):
+            raise SpurlabError(f"dfr needs a network with a linear 'head' layer, got {type(model).__name__}",
+                               hint="give it features(x) (the penultimate layer) and a torch.nn.Linear `head`")
+        if head.out_features != self.n_classes_:
+            raise SpurlabError(f"the base model's head has {head.out_features} outputs, the data {self.n_classes_} "
+                               f"classes")
+        return model
 
     def _choose_C(self, feats: np.ndarray, val: GroupedDataset, keys: np.ndarray) -> float:
         """The C with the best held-out score (worst group, or worst class without group labels)."""
@@ -145,9 +185,9 @@ class DFR(Method):
         fit_idx, score_idx = stratified_halves(keys, np.random.default_rng(self.seed))
         score_groups = val.g[score_idx] if self.hparams_["balance"] == "group" else val.y[score_idx]
         scores = {}
-        for C in C_GRID:
+        for C in (float(c) for c in self.hparams_["C_grid"]):
             head = fit_balanced_head(feats[fit_idx], val.y[fit_idx], keys[fit_idx], self.n_classes_, C,
-                                     int(self.hparams_["n_draws"]), self.seed)
+                                     int(self.hparams_["tune_draws"]), self.seed)
             pred = head_logits(feats[score_idx], head).argmax(axis=1)
             scores[C] = metrics.worst_group_accuracy(val.y[score_idx], pred, score_groups)
         best = max(scores, key=lambda c: (scores[c], c))  # ties: the weaker regularization

@@ -25,7 +25,7 @@ import numpy as np
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.params import Interval, Options, positive_int
-from spurlab.models import penultimate_features
+from spurlab.models.penultimate import penultimate_features
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
 from spurlab.train.engines.upweighting import failure_direction_weights
@@ -73,7 +73,8 @@ class FailureDirectionUpweight(Method):
         )
         weights = self._check_weights(np.asarray(weights, dtype=float), len(train))
         self.weights_ = weights
-        self.details_.update(self._flag_summary(train, weights))
+        self.flagged_ = np.flatnonzero(self._upweighted(train.y, weights))
+        self.details_.update(self._flag_summary(train, self.flagged_))
         self.model_ = self.train_network(train.x, train.y, val, stage="upweighted", sample_weights=weights,
                                          seed_offset=1)
 
@@ -83,16 +84,23 @@ class FailureDirectionUpweight(Method):
         return penultimate_features(model, x, device=self.device_)
 
     @staticmethod
-    def _flag_summary(train: GroupedDataset, weights: np.ndarray) -> dict:
-        """Examples weighted above the least-weighted of their class, per group (diagnostic only)."""
+    def _upweighted(y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The flagged set: examples weighted above the least-weighted of their class."""
         upweighted = np.zeros(len(weights), dtype=bool)
-        for c in np.unique(train.y):
-            in_class = train.y == c
+        for c in np.unique(y):
+            in_class = y == c
             upweighted[in_class] = weights[in_class] > weights[in_class].min() + 1e-9
-        out = {"n_upweighted": int(upweighted.sum())}
+        return upweighted
+
+    @staticmethod
+    def _flag_summary(train: GroupedDataset, flagged: np.ndarray) -> dict:
+        """How many training examples were flagged, and (diagnostic only) how they split over groups."""
+        out = {"n_upweighted": int(len(flagged))}
         if train.has_groups:
-            counts = np.bincount(train.g[upweighted], minlength=train.n_groups)
+            counts = np.bincount(train.g[flagged], minlength=train.n_groups)
             out["upweighted_by_group"] = {train.group_name(g): int(n) for g, n in enumerate(counts)}
+            if train.a is not None and len(flagged):
+                out["flagged_minority_share"] = float(np.mean(train.is_minority()[flagged]))
         return out
 
     @staticmethod

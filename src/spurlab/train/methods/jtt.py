@@ -14,7 +14,7 @@ from spurlab.data.grouped import GroupedDataset
 from spurlab.params import Options, positive_int
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
-from spurlab.train.trainer import predict
+from spurlab.train.trainer import predict, repeated_sampler
 from spurlab.utils import log
 
 
@@ -49,7 +49,8 @@ class JTT(Method):
             log("[spurlab] jtt: the stage-one model makes no training error; stage two is plain ERM")
         if hp["upweight"] == "upsample":
             idx = upsampled_indices(errors, int(hp["lambda_up"]))
-            self.model_ = self.train_network(train.x[idx], train.y[idx], val, stage="upweighted", seed_offset=1)
+            self.model_ = self.train_network(train.x, train.y, val, stage="upweighted", seed_offset=1,
+                                             sampler=repeated_sampler(idx))
         else:
             weights = np.where(errors, float(hp["lambda_up"]), 1.0)
             self.model_ = self.train_network(train.x, train.y, val, stage="upweighted", sample_weights=weights,

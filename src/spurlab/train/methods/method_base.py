@@ -35,9 +35,10 @@ from spurlab.train.methods.hparams import (OPTIMIZER_SPACE, Hparam, check_hparam
                                          space_defaults)
 from spurlab.train.feature_cache import embed_splits
 from spurlab.train.methods.selection import EpochSelector, resolve_criterion
-from spurlab.train.trainer import TrainConfig, fit, predict_logits
+from spurlab.train.trainer import BatchLoss, Sampler, TrainConfig, fit, predict_logits
 from spurlab.utils import resolve_device, seed_everything
 
+LENET_MIN_SIZE = 12  # images at least this many pixels on a side get LeNet under model="auto"
 SETTING_CONSTRAINTS = {"epochs": positive_int(), "seed": Interval(int, 0, None)}
 
 
@@ -145,7 +146,12 @@ class Method(ABC):
         return train, val
 
     def _resolve_model_name(self, train: GroupedDataset) -> str:
-        return resolve_model_name(self.model, train.input_shape)
+        shape = tuple(train.input_shape)
+        if self.model == "auto" and len(shape) == 3 and min(shape[1:]) >= LENET_MIN_SIZE:
+            # LeNet's flattened map keeps the digit's shape in its 84 features (DFR retrains on them);
+            # the small CNN's global pooling keeps little besides a background colour.
+            return "lenet"
+        return resolve_model_name(self.model, shape)
 
     # ------------------------------------------------------------ helpers for subclasses
     def new_model(self, input_shape: tuple[int, ...], seed_offset: int = 0) -> nn.Module:
@@ -181,22 +187,31 @@ class Method(ABC):
     def train_config(self, epochs: int | None = None, seed_offset: int = 0) -> TrainConfig:
         hp = self.hparams_
         return TrainConfig(epochs=int(epochs or self.epochs), lr=float(hp["lr"]), batch_size=int(hp["batch_size"]),
-                           weight_decay=float(hp["weight_decay"]), seed=self.seed + seed_offset,
-                           device=self.device_)
+                           optimizer=str(hp["optimizer"]), momentum=float(hp["momentum"]),
+                           nesterov=bool(hp["nesterov"]), weight_decay=float(hp["weight_decay"]),
+                           seed=self.seed + seed_offset, device=self.device_)
 
-    def train_network(self, x: np.ndarray, y: np.ndarray, val: GroupedDataset | None, *, stage: str = "train",
+    def train_network(self, x, y: np.ndarray, val: GroupedDataset | None, *, stage: str = "train",
                       sample_weights: np.ndarray | None = None, epochs: int | None = None,
-                      selection: str | None = None, seed_offset: int = 0) -> nn.Module:
+                      selection: str | None = None, seed_offset: int = 0, sampler: Sampler | None = None,
+                      batch_loss: BatchLoss | None = None, on_epoch_end=None) -> nn.Module:
         """A fresh network trained by the (weighted) ERM trainer, best epoch restored.
 
         ``selection`` defaults to the method's criterion; stage-one models pass ``"last"``.
+        The final epoch's weights are kept too (``final_model_``), as the peer libraries report them.
         """
         model = self.new_model(tuple(x.shape[1:]), seed_offset)
         selector = EpochSelector(selection or self.selection_, val, self.device_)
+
+        def end_of_epoch(epoch: int, net: nn.Module) -> dict | None:
+            extra = on_epoch_end(epoch, net) if on_epoch_end is not None else None
+            return {**(selector(epoch, net) or {}), **(extra or {})}
+
         result = fit(model, x, y, self.train_config(epochs, seed_offset), sample_weights=sample_weights,
-                     on_epoch_end=selector)
+                     on_epoch_end=end_of_epoch, sampler=sampler, batch_loss=batch_loss)
         self.record_history(stage, result.history)
         self.record_selection(selector)
+        self.final_model_ = copy.deepcopy(model)
         return selector.restore(model)
 
     def record_history(self, stage: str, history: list[dict[str, Any]]) -> None:
@@ -210,22 +225,25 @@ class Method(ABC):
         if not hasattr(self, "model_"):
             raise SpurlabError(f"method {self.name!r} is not fitted yet", hint="call fit(splits) first")
 
-    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+    def predict_logits(self, x, final: bool = False) -> np.ndarray:
+        """Logits of the selected model (``final=True``: of the last epoch's weights)."""
         self._check_fitted()
-        return predict_logits(self.model_, np.asarray(x), device=self.device_)
+        model = getattr(self, "final_model_", self.model_) if final else self.model_
+        return predict_logits(model, x if hasattr(x, "__getitem__") else np.asarray(x), device=self.device_)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_logits(x).argmax(axis=1)
+    def predict(self, x, final: bool = False) -> np.ndarray:
+        return self.predict_logits(x, final=final).argmax(axis=1)
 
-    def evaluate(self, ds: GroupedDataset) -> dict[str, Any]:
+    def evaluate(self, ds: GroupedDataset, final: bool = False) -> dict[str, Any]:
         """Per-group accuracies, worst/mean group, plain and average accuracy on ``ds``.
 
         ``average_acc`` weights the per-group accuracies by the *training* group shares
         (see :func:`spurlab.metrics.train_weighted_accuracy`); it is ``None`` when ``ds``
-        lacks a group that training had.
+        lacks a group that training had. ``final=True`` scores the last epoch's weights
+        instead of the selected epoch's (the same model for methods without epoch selection).
         """
         self._check_fitted()
-        pred = self.predict(ds.x)
+        pred = self.predict(ds.x, final=final)
         accs = metrics.group_accuracies(ds.y, pred, ds.g, ds.n_groups)
         train_groups = set(np.unique(self.train_groups_).tolist())
         average = (metrics.train_weighted_accuracy(ds.y, pred, ds.g, self.train_groups_)

@@ -10,6 +10,8 @@ The fine-tuning is :func:`spurlab.train.engines.pruned_copy_contrastive.train_pr
 """
 from __future__ import annotations
 
+import copy
+
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.train.methods.method_base import Method, register_method
@@ -64,4 +66,5 @@ class PrunedContrastive(Method):
                             seed=self.seed, device=self.device_, on_epoch_end=selector)
         self.record_history("pruned_contrastive", list(history or []))
         self.record_selection(selector)
+        self.final_model_ = copy.deepcopy(model)
         self.model_ = selector.restore(model)

@@ -5,7 +5,10 @@ import numpy as np
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.params import Options
+from spurlab.train.methods.hparams import Hparam, choice
 from spurlab.train.methods.method_base import Method, register_method
+from spurlab.train.trainer import group_balanced_sampler, repeated_sampler
 
 
 def group_balanced_weights(groups: np.ndarray) -> np.ndarray:
@@ -39,15 +42,25 @@ def group_balanced_indices(groups: np.ndarray, seed: int) -> np.ndarray:
 @register_method
 class GroupReweight(Method):
     name = "reweight"
-    summary = "cross-entropy with each example weighted by 1 / (its group's size)"
-    reference = "importance weighting; e.g. Sagawa et al. 2020, Idrissi et al. 2022"
+    summary = "every group the same total mass: group-balanced minibatches (default) or loss weights 1 / n_g"
+    reference = "importance weighting / group-balanced sampling; Sagawa et al. 2020, Idrissi et al. 2022"
     needs_groups = ("train",)
+    extra_space = {
+        "by": Hparam("sampler", choice(["sampler", "loss"]),
+                     "sampler: minibatches drawn with replacement, every group equally likely (one training-set "
+                     "size per epoch); loss: uniform minibatches, each loss weighted 1 / n_g",
+                     Options("sampler", "loss")),
+    }
 
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
         weights = group_balanced_weights(train.g)
         self.details_["group_weight"] = {train.group_name(g): float(weights[train.g == g][0])
                                          for g in np.unique(train.g)}
-        self.model_ = self.train_network(train.x, train.y, val, stage="reweight", sample_weights=weights)
+        if self.hparams_["by"] == "sampler":
+            self.model_ = self.train_network(train.x, train.y, val, stage="reweight",
+                                             sampler=group_balanced_sampler(train.g))
+        else:
+            self.model_ = self.train_network(train.x, train.y, val, stage="reweight", sample_weights=weights)
 
 
 @register_method
@@ -60,4 +73,5 @@ class GroupUpsample(Method):
     def _fit(self, train: GroupedDataset, val: GroupedDataset | None) -> None:
         idx = group_balanced_indices(train.g, seed=self.seed)
         self.details_["n_upsampled"] = int(len(idx))
-        self.model_ = self.train_network(train.x[idx], train.y[idx], val, stage="upsample")
+        # An epoch is one pass over the upsampled set (n_groups x the largest group: longer than ERM's).
+        self.model_ = self.train_network(train.x, train.y, val, stage="upsample", sampler=repeated_sampler(idx))
