@@ -142,7 +142,12 @@ def mask_layers_of(model: nn.Module, which: str) -> dict[str, nn.Module]:
     """The layers the mask may prune: ``hidden`` leaves out the classifier head, as the authors' models do."""
     if which == "all":
         return prunable_layers(model, include_output=True)
-    return prunable_layers(model, include_output=False, only="conv" if which == "conv" else None)
+    try:
+        return prunable_layers(model, include_output=False, only="conv" if which == "conv" else None)
+    except SpurlabError:
+        raise SpurlabError(f"{type(model).__name__} has no {'conv' if which == 'conv' else 'hidden'} layer "
+                           f"for the pruned copy to mask (the classifier head is never masked by default)",
+                           hint="use mask_layers=all to mask the head too, or a model with hidden layers") from None
 
 
 def compute_masks(model: nn.Module, data: Any, cfg: PrunedContrastiveConfig, epoch: int = 0) -> dict[str, torch.Tensor]:
