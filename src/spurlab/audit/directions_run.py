@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spurlab.audit.findings import nothing_found_reason
 from spurlab.data.embeddings import RESERVED, _split_names, read_embeddings_file
 from spurlab.errors import SpurlabError
 from spurlab.probes.captions import AttributeCaptioner, CaptionScorer
 from spurlab.probes.directions import FailureDirections, minority_from_groups, within_class_rank
-from spurlab.report.direction_plots import plot_decision_histogram, plot_image_grid
+from spurlab.report.direction_plots import plot_decision_histograms, plot_image_grid
 from spurlab.report.html import HtmlReport
 from spurlab.utils import atomic_write_csv, atomic_write_json
 
@@ -173,23 +174,43 @@ def write_report(path: Path, table, examples, caption_sets, warnings, roles, dat
         report.text(warning, css_class="warn")
     report.heading("Per-class metrics (evaluation examples)").table(table.drop(columns=["skipped"]).round(4))
     report.heading("Decision values")
-    dv = examples["decision_value"].to_numpy()
-    report.figure("decision_values_by_correctness", plot_decision_histogram(
-        {"correct": dv[examples["correct"].to_numpy()], "error": dv[~examples["correct"].to_numpy()]},
-        "all examples, by the model's correctness"))
-    if minority is not None:
-        report.figure("decision_values_by_group", plot_decision_histogram(
-            {"majority": dv[~minority], "minority": dv[minority]}, "all examples, by group"))
-    add_caption_tables(report, caption_sets)
+    report.figure("decision_values_by_class", plot_decision_histograms(
+        decision_series(examples, minority, class_names), "all examples, by the model's correctness and by group"),
+        "One panel per class on its own scale: each class has its own SVM, so values are not comparable across "
+        "classes.")
+    add_caption_tables(report, caption_sets, table)
     add_top_examples(report, examples, data, top_k, class_names)
     report.write(path)
 
 
-def add_caption_tables(report: HtmlReport, caption_sets: dict[int, dict[str, Any]]) -> None:
+def decision_series(examples: pd.DataFrame, minority: np.ndarray | None,
+                    class_names) -> dict[str, dict[str, np.ndarray]]:
+    """Per class: decision values of correct / error examples (and majority / minority when known)."""
+    dv, labels = examples["decision_value"].to_numpy(), examples["label"].to_numpy()
+    correct = examples["correct"].to_numpy()
+    out = {}
+    for c in np.unique(labels):
+        rows = labels == c
+        series = {"correct": dv[rows & correct], "error": dv[rows & ~correct]}
+        if minority is not None:
+            series = {"majority": dv[rows & ~minority], "minority": dv[rows & minority], **series}
+        out[class_names[c] if class_names and c < len(class_names) else str(c)] = series
+    return out
+
+
+def add_caption_tables(report: HtmlReport, caption_sets: dict[int, dict[str, Any]], table: pd.DataFrame) -> None:
     if not caption_sets:
         return
     report.heading("Captions")
+    metrics = {str(row["name"]): row for row in table.to_dict("records")}
     for entry in caption_sets.values():
+        row = metrics.get(str(entry["name"]), {})
+        empty = nothing_found_reason(row.get("error_auroc"), row.get("minority_recall"),
+                                     row.get("flag_minority_precision"))
+        if empty:
+            report.text(f"class {entry['name']}: the direction found nothing ({empty}); it is not captioned.",
+                        css_class="warn")
+            continue
         for side, title in (("failure", "failure mode (lowest scores)"), ("easy", "easy direction (highest)")):
             if entry.get(side):
                 report.table(pd.DataFrame(entry[side]).round(4), caption=f"class {entry['name']}: {title}")
