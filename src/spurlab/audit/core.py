@@ -36,7 +36,7 @@ from spurlab.data.grouped import DatasetSplits
 from spurlab.data.dataset_registry import load_splits
 from spurlab.errors import SpurlabError
 from spurlab.models.model_registry import ModelSpec, as_model_spec
-from spurlab.models.penultimate import feature_function
+from spurlab.models.penultimate import feature_function, is_script_module
 from spurlab.train import TrainConfig, fit, predict
 from spurlab.train.feature_cache import embed_model_splits
 from spurlab.train.methods import get_method, method_registry
@@ -162,6 +162,9 @@ class Audit:
             return "skipped on request"
         if self.embeddings is not None and step in ("train", "units", "fixes"):
             return "needs a model: the audit was given embeddings and predictions only"
+        if step == "units" and self.model_ is not None and is_script_module(self.model_):
+            return ("edits conv/linear layers, which a TorchScript model does not expose; audit the nn.Module "
+                    "itself (Audit(model=net)) for this step")
         if step == "directions" and self.model_ is not None and findings.features_missing:
             return f"the model's penultimate features cannot be found: {findings.features_missing}"
         if step in ("units", "fixes") and not findings.splits["train"].has_groups:

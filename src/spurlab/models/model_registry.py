@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -172,7 +173,7 @@ class ModelSpec:
         input_shape = tuple(int(s) for s in input_shape)
         torch.manual_seed(seed)
         if self.kind == "module":
-            net = copy.deepcopy(self.model)
+            net = copy_module(self.model)
         elif self.kind == "factory":
             net = call_factory(self.model, input_shape, n_classes)
         else:
@@ -186,6 +187,18 @@ class ModelSpec:
         """What, besides the weights, changes the features a built model computes (its transform)."""
         name = self.model if self.kind == "name" else self.label
         return {"model": str(name), "feature_layer": self.feature_layer, "options": dict(sorted(self.options.items()))}
+
+
+def copy_module(module: nn.Module) -> nn.Module:
+    """An independent copy; a TorchScript module through save/load (its deep copy has non-leaf parameters)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(module, buffer)
+            buffer.seek(0)
+            return torch.jit.load(buffer, map_location="cpu")
+    return copy.deepcopy(module)
 
 
 def as_model_spec(model: Any = "auto", **options: Any) -> ModelSpec:

@@ -30,7 +30,7 @@ from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.models.layers import model_device
-from spurlab.models.penultimate import BackboneWithHead, feature_function, penultimate_features
+from spurlab.models.penultimate import BackboneWithHead, feature_function, is_script_module, penultimate_features
 from spurlab.params import AnyOf, Interval, NumberList, Options, positive_int
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, fixed
@@ -106,9 +106,9 @@ def head_logits(features: np.ndarray, head: tuple[np.ndarray, np.ndarray]) -> np
     return features @ head[0].T + head[1]
 
 
-def with_new_head(model: torch.nn.Module, feature_layer: str, n_classes: int, x) -> torch.nn.Module:
-    """A model whose penultimate features are the output of ``feature_layer``, with a linear ``head``
-    on them for DFR to write into (its own last layer is no longer used)."""
+def with_new_head(model: torch.nn.Module, feature_layer: str | None, n_classes: int, x) -> torch.nn.Module:
+    """A model whose penultimate features (``feature_layer``'s output, or its ``features(x)``) feed a new
+    linear ``head`` for DFR to write into (its own last layer is no longer used)."""
     probe = feature_function(model, feature_layer)(torch.as_tensor(np.asarray(x[np.arange(1)]),
                                                                    dtype=torch.float32, device=model_device(model)))
     return BackboneWithHead(model, torch.nn.Linear(probe.shape[1], n_classes), feature_layer)
@@ -167,7 +167,8 @@ class DFR(Method):
         else:
             model = copy.deepcopy(self.base_model).to(self.device_)
             self.details_["base_model"] = "given"
-        if self.model_spec_.feature_layer and not self.model_spec_.frozen:
+        if (self.model_spec_.feature_layer and not self.model_spec_.frozen) or is_script_module(model):
+            # features at a named layer, or a TorchScript head (not an nn.Linear): a new linear head to refit
             model = with_new_head(model, self.model_spec_.feature_layer, self.n_classes_, train.x)
         head = getattr(model, "head", None)
         if not isinstance(head, torch.nn.Linear):
