@@ -173,3 +173,13 @@ def test_sweep_lines_on_top_of_each_other_stay_distinguishable():
     ticks = fig.axes[0].get_xticks()
     visible = [t for t in ticks if 1 <= t <= 3]
     assert all(float(t).is_integer() for t in visible)  # an integer axis gets integer ticks
+
+
+def test_study_subtitle_names_the_changed_settings():
+    from spurlab.studies.study_base import StudyContext, get_study, run_label
+
+    study = get_study("spurious-memorization")
+    quick = study.default_config(True)
+    assert run_label(study, StudyContext(config=dict(quick), quick=True)) == "quick run"
+    changed = StudyContext(config={**quick, "d": 30, "n_test": 30}, quick=True)
+    assert run_label(study, changed) == "quick run with 2 setting(s) changed (d, n_test)"
