@@ -82,7 +82,8 @@ class InputScaler:
 def batch_source(x):
     """What minibatches are indexed from: an in-memory numpy array becomes a zero-copy tensor view
     (indexing it is faster than numpy fancy indexing); anything else (a lazy array) stays as it is."""
-    if isinstance(x, np.ndarray) and x.dtype != np.float16 and np.issubdtype(x.dtype, np.number):
+    if (isinstance(x, np.ndarray) and x.flags.writeable and x.dtype != np.float16
+            and np.issubdtype(x.dtype, np.number)):
         return torch.from_numpy(np.ascontiguousarray(x))
     return x
 
@@ -143,8 +144,8 @@ def fit(model: nn.Module, x, y: np.ndarray, cfg: TrainConfig | None = None,
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(device)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    wt = None if sample_weights is None else torch.as_tensor(np.asarray(sample_weights), dtype=torch.float32)
+    yt = torch.as_tensor(np.array(y, dtype=np.int64))
+    wt = None if sample_weights is None else torch.as_tensor(np.array(sample_weights, dtype=np.float32))
     sampler = sampler or shuffled_sampler(len(yt))
     source, scaler = batch_source(x), InputScaler()
     opt = make_optimizer(model.parameters(), cfg)
