@@ -113,10 +113,11 @@ def data_digest(ds: GroupedDataset) -> str:
     return h.hexdigest()
 
 
-def feature_key(model: nn.Module, ds: GroupedDataset, token: Mapping[str, Any] | None = None) -> str:
+def feature_key(model: nn.Module, ds: GroupedDataset, token: Mapping[str, Any] | None = None,
+                weights_key: str | None = None) -> str:
     token = dict(token or {})
     h = hashlib.blake2b(digest_size=20)
-    h.update(weights_digest(model, token.get("feature_layer")).encode())
+    h.update((weights_key or weights_digest(model, token.get("feature_layer"))).encode())
     h.update(data_digest(ds).encode())
     h.update(json.dumps(token, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -124,12 +125,13 @@ def feature_key(model: nn.Module, ds: GroupedDataset, token: Mapping[str, Any] |
 
 # ------------------------------------------------------------------ computing and caching
 def split_features(model: nn.Module, ds: GroupedDataset, *, token: Mapping[str, Any] | None = None,
-                   batch_size: int = 256, device: str = "auto", cache: str | os.PathLike | bool | None = None
-                   ) -> SplitFeatures:
-    """The penultimate features of ``ds`` under ``model``, from the cache when this key was seen."""
+                   batch_size: int = 256, device: str = "auto", cache: str | os.PathLike | bool | None = None,
+                   weights_key: str | None = None) -> SplitFeatures:
+    """The penultimate features of ``ds`` under ``model``, from the cache when this key was seen
+    (``weights_key``: the model's :func:`weights_digest`, when already computed)."""
     token = dict(token or {})
     folder = cache_folder(cache)
-    key = feature_key(model, ds, token)
+    key = feature_key(model, ds, token, weights_key)
     path = folder / f"{key}.npz" if folder is not None else None
     if path is not None and path.is_file():
         try:
@@ -153,7 +155,9 @@ def split_features(model: nn.Module, ds: GroupedDataset, *, token: Mapping[str, 
 def embed_splits(model: nn.Module, splits: Mapping[str, GroupedDataset], *, token: Mapping[str, Any] | None = None,
                  batch_size: int = 256, device: str = "auto", cache: str | os.PathLike | bool | None = None
                  ) -> dict[str, SplitFeatures]:
-    return {name: split_features(model, ds, token=token, batch_size=batch_size, device=device, cache=cache)
+    weights_key = weights_digest(model, dict(token or {}).get("feature_layer"))
+    return {name: split_features(model, ds, token=token, batch_size=batch_size, device=device, cache=cache,
+                                 weights_key=weights_key)
             for name, ds in splits.items()}
 
 
