@@ -14,7 +14,7 @@ from spurlab.train.methods import compare_methods, get_method
 from spurlab.train.methods.dfr import balanced_subsample, fit_balanced_head
 from spurlab.train.methods.groupdro import GroupDROLoss
 from spurlab.train.trainer import (InputScaler, TrainConfig, fit, group_balanced_sampler, predict,
-                                   repeated_sampler)
+                                   repeated_sampler, weighted_sampler)
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +48,14 @@ def test_balanced_batches_hold_every_group_at_the_expected_rate():
     assert (per_batch > 0).all(axis=1).mean() > 0.98  # nearly every batch sees every group
     uniform = np.random.default_rng(0).permutation(len(groups))[:64 * 50].reshape(-1, 64)
     assert np.mean([np.isin(3, groups[b]) for b in uniform]) < 0.3  # a uniform shuffle rarely does
+
+
+def test_weighted_sampler_draws_in_proportion_to_the_weights():
+    weights = np.r_[np.ones(990), np.full(10, 99.0)]  # the last 10 examples carry half the mass
+    order = weighted_sampler(weights)(torch.Generator().manual_seed(0)).numpy()
+    assert np.mean(order >= 990) == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(SpurlabError, match="weights"):
+        weighted_sampler(np.zeros(5))
 
 
 def test_repeated_sampler_shuffles_the_same_multiset_every_epoch():

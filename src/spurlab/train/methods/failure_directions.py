@@ -29,7 +29,7 @@ from spurlab.models.penultimate import penultimate_features
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
 from spurlab.train.engines.upweighting import failure_direction_weights
-from spurlab.train.trainer import predict
+from spurlab.train.trainer import predict, weighted_sampler
 
 SCHEMES = ("flagged", "overweight", "balanced", "soft")  # overweight: the same as flagged
 
@@ -49,6 +49,10 @@ class FailureDirectionUpweight(Method):
                            Interval(float, 1, None)),
         "base_epochs": Hparam(4, choice([2, 4, 8]), "epochs of the base model whose failures are distilled",
                               positive_int()),
+        "by": Hparam("loss", choice(["loss", "sampler"]),
+                     "loss: the weights multiply each example's loss (uniform minibatches); sampler: minibatches "
+                     "drawn with probability proportional to the weights (same expected loss, less variance)",
+                     Options("loss", "sampler")),
         "embedding": Hparam("penultimate", choice(["penultimate", "input"]),
                             "penultimate: the base model's features; input: the flattened inputs",
                             Options("penultimate", "input")),
@@ -75,8 +79,10 @@ class FailureDirectionUpweight(Method):
         self.weights_ = weights
         self.flagged_ = np.flatnonzero(self._upweighted(train.y, weights))
         self.details_.update(self._flag_summary(train, self.flagged_))
-        self.model_ = self.train_network(train.x, train.y, val, stage="upweighted", sample_weights=weights,
-                                         seed_offset=1)
+        by_sampler = self.hparams_["by"] == "sampler"
+        self.model_ = self.train_network(train.x, train.y, val, stage="upweighted", seed_offset=1,
+                                         sample_weights=None if by_sampler else weights,
+                                         sampler=weighted_sampler(weights) if by_sampler else None)
 
     def _embed(self, model, x: np.ndarray) -> np.ndarray:
         if self.hparams_["embedding"] == "input":
