@@ -74,13 +74,15 @@ def test_dataset_parameters_from_set_are_checked_by_name(dataset, data):
         assert repr(key) in str(exc) or f"--set {key}" in str(exc) or "would need about" in str(exc), str(exc)
 
 
-STUDY_KEYS = sorted(get_study("ood-failure-modes").default_config(True))
+DECLARED_STUDIES = ("ood-failure-modes", "failure-directions", "spurious-memorization", "feature-contamination")
 
 
 @FAST
-@given(key=st.sampled_from(STUDY_KEYS), value=SET_VALUES)
-def test_study_overrides_are_checked_by_name(key, value):
-    study = get_study("ood-failure-modes")
+@given(name=st.sampled_from(DECLARED_STUDIES), data=st.data())
+def test_study_overrides_are_checked_by_name(name, data):
+    study = get_study(name)
+    key = data.draw(st.sampled_from(sorted(study.default_config(True))))
+    value = data.draw(SET_VALUES)
     try:
         study.validate(check_config(study, apply_overrides(study.default_config(True), [f"{key}={value}"])))
     except SpurlabError as exc:

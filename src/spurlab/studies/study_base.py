@@ -114,7 +114,9 @@ class Study(ABC):
     parameter_constraints: ClassVar[dict[str, Constraint]] = {}
 
     def validate(self, config: dict[str, Any]) -> None:
-        """Raise :class:`SpurlabError` on an impossible configuration (checks spanning several keys)."""
+        """Raise :class:`SpurlabError` on an impossible configuration: the declared ``parameter_constraints``
+        here; subclasses call ``super().validate(config)`` first, then check what spans several keys."""
+        check_config(self, config)
 
     @abstractmethod
     def run(self, ctx: StudyContext) -> StudyResult:

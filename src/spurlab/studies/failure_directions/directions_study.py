@@ -25,6 +25,7 @@ import numpy as np
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, NumberList, OptionList, positive_int, probability
 from spurlab.models.embedders import EfficientNetLite0Embedder, PenultimateEmbedder
 from spurlab.probes.directions import FailureDirections
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
@@ -76,23 +77,22 @@ class FailureDirectionsStudy(Study):
             "n_seeds": 1 if quick else 3,
         }
 
+    # Declared bounds (checked by run_study before validate, each refusal naming its key).
+    parameter_constraints = {
+        "correlation": NumberList(probability(closed="neither")),
+        "embedders": OptionList(*EMBEDDERS),
+        "interventions": OptionList(*(UPWEIGHTING + SELECTION), min_len=0),
+        **{key: Interval(float, 0, 0.9, closed="neither") for key in ("val_fraction", "pool_fraction")},
+        **{key: positive_int() for key in ("n_train", "n_test", "epochs", "k_select", "n_seeds", "effnet_image_size",
+                                           "batch_size")},
+        "upweight": Interval(float, 1, None),
+        "lr": Interval(float, 0, None, closed="neither"),
+        "hidden": NumberList(positive_int(), min_len=0),
+    }
+
     def validate(self, config: dict[str, Any]) -> None:
-        for p in config["correlation"]:
-            if not 0 < float(p) < 1:
-                raise SpurlabError(f"every correlation must lie in (0, 1), got {p}")
-        _check_subset("embedders", config["embedders"], EMBEDDERS)
-        if not config["embedders"]:
-            raise SpurlabError("embedders is empty", hint=f"choose from {', '.join(EMBEDDERS)}")
+        super().validate(config)
         _check_subset("intervention_embedders", config["intervention_embedders"], config["embedders"])
-        _check_subset("interventions", config["interventions"], UPWEIGHTING + SELECTION)
-        for key in ("val_fraction", "pool_fraction"):
-            if not 0 < float(config[key]) < 0.9:
-                raise SpurlabError(f"{key} must lie in (0, 0.9), got {config[key]}")
-        for key in ("n_train", "n_test", "epochs", "k_select", "n_seeds", "effnet_image_size"):
-            if int(config[key]) < 1:
-                raise SpurlabError(f"{key} must be a positive integer, got {config[key]}")
-        if float(config["upweight"]) < 1:
-            raise SpurlabError(f"upweight must be at least 1, got {config['upweight']}")
         get_entry(config["dataset"])
 
     def run(self, ctx: StudyContext) -> StudyResult:

@@ -27,6 +27,7 @@ import torch
 from spurlab.data.injections import PALETTE
 from spurlab.data.synthetic import structured_features
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, NumberList, OptionList, Options, positive_int
 from spurlab.models.two_layer import ACTIVATION_NAMES, TwoLayerNet
 from spurlab.probes.contamination import ContaminationTracker
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
@@ -159,31 +160,30 @@ class FeatureContaminationStudy(Study):
             "pad_width": 4, "pad_epochs": 4 if quick else 10,
         }
 
+    # Declared bounds (checked by run_study before validate, each refusal naming its key).
+    parameter_constraints = {
+        "experiments": OptionList(*EXPERIMENTS),
+        "activations": OptionList(*ACTIVATION_NAMES),
+        "loss": Options(*LOSS_NAMES),
+        "optimizer": Options(*OPTIMIZER_NAMES),
+        "core": Options("linear", "nonlinear"),
+        "image_model": Options("linear", "mlp", "cnn"),
+        "teacher_view": Options("domains", "invariant"),
+        "bg_probe": Options("centroid", "logistic"),
+        "domain_injection": Options(*DOMAIN_INJECTIONS),
+        **{key: positive_int() for key in ("n", "n_test", "d_core", "d_bg", "d_in", "width", "steps", "log_every",
+                                           "n_seeds", "n_train_images", "n_test_images", "teacher_epochs",
+                                           "distill_epochs", "pad_epochs", "image_batch_size", "pad_width")},
+        "shift_scales": NumberList(Interval(float, 0, None, closed="neither")),
+        # one domain for the student plus at least one held out
+        "n_domains": Interval(int, 2, len(PALETTE)),
+    }
+
     def validate(self, config: dict[str, Any]) -> None:
-        _check_choices("experiments", config["experiments"], EXPERIMENTS)
-        _check_choices("activations", config["activations"], ACTIVATION_NAMES)
-        _check_choice("loss", config["loss"], LOSS_NAMES)
-        _check_choice("optimizer", config["optimizer"], OPTIMIZER_NAMES)
-        _check_choice("core", config["core"], ("linear", "nonlinear"))
-        _check_choice("image_model", config["image_model"], ("linear", "mlp", "cnn"))
-        _check_choice("teacher_view", config["teacher_view"], ("domains", "invariant"))
-        _check_choice("bg_probe", config["bg_probe"], ("centroid", "logistic"))
-        _check_choice("domain_injection", config["domain_injection"], DOMAIN_INJECTIONS)
-        for key in ("n", "n_test", "d_core", "d_bg", "width", "steps", "log_every", "n_seeds",
-                    "n_train_images", "n_test_images", "teacher_epochs", "distill_epochs", "pad_epochs",
-                    "image_batch_size"):
-            if int(config[key]) != config[key] or config[key] < 1:
-                raise SpurlabError(f"{key} must be a positive integer, got {config[key]!r}")
+        super().validate(config)
         if config["d_core"] + config["d_bg"] > config["d_in"]:
             raise SpurlabError(f"d_core + d_bg = {config['d_core'] + config['d_bg']} exceeds d_in = {config['d_in']}",
                                hint="raise d_in or lower d_core/d_bg")
-        if not all(float(s) > 0 for s in config["shift_scales"]) or not config["shift_scales"]:
-            raise SpurlabError(f"shift_scales must be positive numbers, got {config['shift_scales']!r}")
-        if not 2 <= config["n_domains"] <= len(PALETTE):
-            raise SpurlabError(f"n_domains must lie in 2..{len(PALETTE)}, got {config['n_domains']!r}",
-                               hint="one domain for the student plus at least one held out")
-        if int(config["pad_width"]) != config["pad_width"] or config["pad_width"] < 1:
-            raise SpurlabError(f"pad_width must be a positive integer, got {config['pad_width']!r}")
 
     def run(self, ctx: StudyContext) -> StudyResult:
         result = StudyResult()
@@ -197,19 +197,6 @@ class FeatureContaminationStudy(Study):
         add_figures(result)
         result.headline = headline_table(result.frame())
         return result
-
-
-def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SpurlabError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-
-
-def _check_choices(key: str, values: Any, allowed: tuple[str, ...]) -> None:
-    if not isinstance(values, (list, tuple)) or not values:
-        raise SpurlabError(f"{key} must be a non-empty list, got {values!r}",
-                           hint=f"e.g. --set {key}={','.join(allowed[:2])}")
-    for value in values:
-        _check_choice(key, value, allowed)
 
 
 __all__ = ["FeatureContaminationStudy", "structured_data", "train_two_layer", "EXPERIMENTS"]

@@ -102,6 +102,7 @@ class OodFailureModes(Study):
 
     # ------------------------------------------------------------------ validation
     def validate(self, config: dict[str, Any]) -> None:
+        super().validate(config)
         if config["table"] is not None and (not config["label"] or not config["spurious"]):
             raise SpurlabError("--table needs --label COL and --spurious COL")
         if config["table"] is None and (config["label"] or config["spurious"]):

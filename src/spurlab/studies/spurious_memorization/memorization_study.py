@@ -30,6 +30,7 @@ from spurlab.data.injections import inject
 from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, NumberList, OptionList, Options, positive_int, probability
 from spurlab.models.features import make_feature_map
 from spurlab.models import make_model
 from spurlab.probes.memorization import gammas, solve_memorization
@@ -268,14 +269,6 @@ def run_networks(ctx: StudyContext, result: StudyResult) -> None:
 
 
 # ================================================================== the study
-def _check_positive_ints(name: str, values, allow_zero: bool = False) -> None:
-    values = values if isinstance(values, (list, tuple)) else [values]
-    low = 0 if allow_zero else 1
-    if not values or any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low for v in values):
-        what = "an integer" if len(values) == 1 else "integers"
-        raise SpurlabError(f"{name} must be {what} >= {low}, got {values!r}")
-
-
 @register_study
 class SpuriousMemorizationStudy(Study):
     name = "spurious-memorization"
@@ -322,34 +315,31 @@ class SpuriousMemorizationStudy(Study):
             "data_dir": None,
         }
 
+    # Declared bounds (checked by run_study before validate, each refusal naming its key).
+    parameter_constraints = {
+        "experiments": OptionList(*EXPERIMENTS),
+        "models": OptionList("rf", "ntk"),
+        "nn_models": OptionList(*NET_MODELS, min_len=0),
+        **{key: positive_int() for key in ("d", "n_test", "repeats", "alignment_d", "n_image_test", "nn_epochs",
+                                           "nn_batch_size")},
+        **{key: NumberList(positive_int()) for key in ("N", "image_N", "nn_N", "frame_width")},
+        **{key: Interval(int, 0, None) for key in ("rf_k", "ntk_k", "image_rf_k", "image_ntk_k", "alignment_k")},
+        **{key: NumberList(probability(closed="neither")) for key in ("alpha", "alignment_alpha")},
+        "alignment_n_over_d": NumberList(Interval(float, 0, None, closed="neither")),
+        "query": Options("fresh", "zero"),
+        "image_norm": Options(*IMAGE_NORMS),
+        "ridge": Interval(float, 0, None),
+        "nn_lr": Interval(float, 0, None, closed="neither"),
+    }
+
     def validate(self, config: dict[str, Any]) -> None:
-        unknown = sorted(set(config["experiments"]) - set(EXPERIMENTS))
-        if unknown or not config["experiments"]:
-            raise SpurlabError(f"unknown or no experiment(s) {unknown}", hint=f"choose from {', '.join(EXPERIMENTS)}")
-        if not config["models"] or set(config["models"]) - {"rf", "ntk"}:
-            raise SpurlabError(f"models must be a non-empty subset of rf, ntk, got {config['models']!r}")
+        super().validate(config)
         for model in config["models"]:
             for activation in config[f"{model}_activations"]:
-                gammas(model, activation, 0.5)  # resolves the name and checks gamma is defined
-        for key in ("d", "n_test", "repeats", "alignment_d", "n_image_test", "nn_epochs", "nn_batch_size"):
-            _check_positive_ints(key, config[key])
-        for key in ("N", "image_N", "nn_N", "frame_width"):
-            _check_positive_ints(key, list(config[key]))
-        for key in ("rf_k", "ntk_k", "image_rf_k", "image_ntk_k", "alignment_k"):
-            _check_positive_ints(key, config[key], allow_zero=True)
-        for a in [*config["alpha"], *config["alignment_alpha"]]:
-            if not 0 < float(a) < 1:
-                raise SpurlabError(f"alpha values must lie in (0, 1), got {a}")
-        if any(float(r) <= 0 for r in config["alignment_n_over_d"]):
-            raise SpurlabError("alignment_n_over_d values must be positive")
-        if config["query"] not in ("fresh", "zero"):
-            raise SpurlabError(f"query must be 'fresh' or 'zero', got {config['query']!r}")
-        if config["image_norm"] not in IMAGE_NORMS:
-            raise SpurlabError(f"image_norm must be one of {IMAGE_NORMS}, got {config['image_norm']!r}")
-        if set(config["nn_models"]) - set(NET_MODELS):
-            raise SpurlabError(f"nn_models must be a subset of {NET_MODELS}, got {config['nn_models']!r}")
-        if float(config["ridge"]) < 0 or float(config["nn_lr"]) <= 0:
-            raise SpurlabError("ridge must be >= 0 and nn_lr > 0")
+                try:
+                    gammas(model, activation, 0.5)  # resolves the name and checks gamma is defined
+                except SpurlabError as exc:
+                    raise SpurlabError(f"{model}_activations: {exc}") from None
         self._check_interpolation(config)
 
     @staticmethod
