@@ -155,7 +155,7 @@ class ModelSpec:
         if self.kind == "name":
             return str(self.model) + (" (frozen backbone)" if self.freeze == "backbone" else "")
         if self.kind == "module":
-            return f"your model ({type(self.model).__name__})"
+            return f"your model ({getattr(self.model, 'original_name', type(self.model).__name__)})"
         return f"your factory ({getattr(self.model, '__module__', '?')}.{getattr(self.model, '__qualname__', '?')})"
 
     @property
