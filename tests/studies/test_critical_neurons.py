@@ -514,6 +514,16 @@ def test_study_config_overrides_parse():
         study.validate({**cfg, "rewind_epochs": [50]})
 
 
+def test_a_presets_own_spurious_attribute_is_kept(data_dir):
+    from spurlab.studies.critical_neurons.neurons_study import load_task
+
+    cfg = {**get_study("critical-neurons").default_config(True), "n_train": 200, "n_test": 100}
+    colored, _ = load_task({**cfg, "dataset": "colored-mnist"}, seed=0)
+    assert colored["train"].attr_names[0].startswith("foreground_colour")  # not the study's patch
+    patched, _ = load_task(cfg, seed=0)
+    assert patched["train"].attr_names[0].startswith("patch")
+
+
 def test_study_writes_its_outputs(data_dir, tmp_path):
     overrides = {"n_train": 500, "n_test": 300, "erm_epochs": 3, "ks": [1, 2], "modes": ["zero", "random_init",
                  "rewind"], "repeats": 2, "rewind_epochs": [1], "n_seeds": 1, "framework_epochs": 1,

@@ -53,7 +53,7 @@ class CriticalNeuronsStudy(Study):
 
     def default_config(self, quick: bool) -> dict[str, Any]:
         config: dict[str, Any] = {
-            "dataset": "binary-mnist", "spurious": "patch", "p": 0.95, "n_train": 1200, "n_test": 800,
+            "dataset": "binary-mnist", "spurious": "auto", "p": 0.95, "n_train": 1200, "n_test": 800,
             "dataset_params": {}, "data_dir": None,
             "model": "flatcnn", "channels": [8, 16], "erm_epochs": 20, "erm_lr": 1e-3, "erm_batch": 32,
             "selectors": list(SELECTORS), "selector_layers": "conv", "gradient_groups": "minority", "n_worst": 200,
@@ -162,6 +162,8 @@ def load_task(cfg: dict[str, Any], seed: int) -> tuple[DatasetSplits, str]:
     params = {}
     if entry.kind == "image":
         params = {k: cfg[k] for k in IMAGE_TASK_KEYS if k in accepted and cfg[k] is not None}
+        if params.get("spurious") == "auto":  # a preset's own attribute (colored-mnist: the digit's colour)
+            params["spurious"] = (entry.defaults or {}).get("spurious") or "patch"
     params.update(cfg["dataset_params"] or {})
     splits = load_splits(name, data_dir=cfg["data_dir"], seed=seed, **params)
     for split in ("train", "test"):
