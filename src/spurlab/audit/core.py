@@ -201,7 +201,7 @@ class Audit:
         seed_everything(self.seed)
         train = findings.splits["train"]
         spec = self.model_spec_
-        findings.model_name = resolve_model_name(spec, train.input_shape)
+        findings.model_name = spec.resolve(train.input_shape).label  # e.g. "efficientnet-lite0 (frozen backbone)"
         findings.model_source = "given" if spec.kind == "module" else "erm"
         if spec.kind == "module":
             self.model_ = spec.model
