@@ -381,8 +381,8 @@ STUDY_OVERRIDES = {
         "D": 100, "geo_n_maj": 60, "geo_n_min": [20, 3], "geo_n_test": 50, "stat_steps": 600, "stat_logged": 10,
         "stat_p": [0.5, 0.9], "stat_batch_size": 4, "image_datasets": ["spurious-digits"],
         "image_models": ["mlp", "cnn"], "image_n_maj": 60, "image_n_min": [10], "image_n_unique": 30,
-        "image_p": [0.5, 0.9], "image_norm_ns": [40],
-        "image_n_test": 60, "image_epochs": 1, "image_mlp_hidden": [16], "image_cnn_channels": [4, 8]},
+        "image_p": [0.5, 0.9], "image_norm_ns": [40], "image_n_test": 60, "image_max_steps": 20,
+        "image_norm_steps": 5, "image_mlp_hidden": [16], "image_cnn_channels": [4, 8]},
     "feature-contamination": {
         "experiments": ["dynamics", "activations", "shift", "distillation", "padding"], "n": 200, "n_test": 200,
         "d_core": 8, "d_bg": 8, "d_in": 64, "width": 32, "activations": ["relu", "identity"], "steps": 100,

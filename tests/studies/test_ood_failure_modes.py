@@ -135,7 +135,7 @@ def test_log_steps_sgd_intercept_and_validation():
     labels = np.stack([2 * easy_task(20, 5, D=4, seed=s).y - 1 for s in range(2)])
     sgd = [BatchedLinearGD(n_steps=300, batch_size=4, seed=s, device="cpu").fit(runs, labels).coef_ for s in (0, 0, 1)]
     assert np.array_equal(sgd[0], sgd[1]) and not np.allclose(sgd[0], sgd[2])
-    with pytest.raises(SpurlabError, match="unknown loss"):
+    with pytest.raises(SpurlabError, match="parameter .loss. must be one of"):
         BatchedLinearGD(loss="hinge").fit(x, y)
     with pytest.raises(SpurlabError, match="sample weights"):
         BatchedLinearGD().fit(x, y, sample_weight=-np.ones(4))
@@ -205,22 +205,67 @@ def test_statistical_skew_trend_and_overlay():
 
 
 # ------------------------------------------------------------------ images
-def test_images_statistical_isolation_on_digits():
-    spec = ImageSpec(epochs=5, lr=0.003, optimizer="adam", mlp_hidden=(64,), batch_size=32, device="cpu")
-    frame, notes = images_experiment(["digits"], ["mlp"], ["statistical", "norm"], [0], spec, n_maj=0, n_mins=[],
-                                     n_unique=150, ps=[0.5, 0.9, 0.99], norm_ns=[60, 300], n_test=400)
-    stat = frame[(frame["mode"] == "statistical")]
-    ood = stat[stat.metric == "ood_acc"].set_index("p")["value"]
-    assert ood[0.5] > ood[0.9] > ood[0.99] and ood[0.5] - ood[0.99] > 0.4
-    assert stat["n"].nunique() == 1                               # the unique points are unchanged
-    dist = frame[(frame["mode"] == "norm") & (frame.metric == "w_dist_from_init")].set_index("n")["value"]
-    assert 0 < dist[60] < dist[300]
-    assert any("binarized" in n for n in notes)
+def test_high_dimensional_statistical_skew_drops_ood_accuracy():
+    """In the 1-D check the minority is always classified correctly; in D = 1000 duplication costs OOD accuracy."""
+    kwargs = dict(seeds=[0, 1], n_unique=10, n_steps=3000, n_logged=8, n_test=300)
+    high = statistical_experiment([0.5, 0.75], D=1000, margin=0.1, experiment="statistical_highd", **kwargs)
+    low = statistical_experiment([0.5, 0.75], **kwargs)
+    assert set(high.experiment) == {"statistical_highd"}
+
+    def final(frame, metric):
+        return frame[frame.metric == metric].groupby("p")["value"].mean()
+
+    assert np.all(final(low, "minority_acc") == 1.0)
+    minority = final(high, "minority_acc")
+    assert minority[0.5] > 0.8 and minority[0.5] - minority[0.75] > 0.2
+    assert np.all(final(high, "train_acc") == 1.0)                 # every unique point fitted: not underfitting
+
+
+def image_spec(**changes) -> ImageSpec:
+    return ImageSpec(**{"lr": 0.1, "mlp_hidden": (32,), "batch_size": 32, "max_steps": 4000, "norm_steps": 40,
+                        "device": "cpu", **changes})
+
+
+def test_image_runs_train_on_copies_until_every_unique_point_is_fitted():
+    spec = image_spec()
+    assert spec.duplication == "copies" and spec.optimizer == "sgd" and spec.momentum == 0.0
+    frame, notes = images_experiment(["digits"], ["mlp"], ["statistical"], [0], spec, n_maj=0, n_mins=[],
+                                     n_unique=20, ps=[0.5, 0.8], norm_ns=[], n_test=200)
+    table = frame.pivot_table(index="p", columns="metric", values="value")
+    assert np.all(table["train_acc"] == 1.0) and np.all(table["fitted"] == 1.0)
+    assert table.loc[0.8, "steps"] > table.loc[0.5, "steps"]       # real copies: 4x the points per pass
+    assert frame["n"].nunique() == 1                                # the unique points are unchanged
+    assert not any("NOT FITTED" in n for n in notes) and any("binarized" in n for n in notes)
+    short, notes = images_experiment(["digits"], ["mlp"], ["statistical"], [0], image_spec(max_steps=3, norm_steps=1),
+                                     n_maj=0, n_mins=[], n_unique=30, ps=[0.5], norm_ns=[], n_test=50)
+    fit = short.set_index("metric")["value"]
+    assert fit["fitted"] == 0.0 and fit["train_acc"] < 1.0 and any("NOT FITTED" in n for n in notes)
     with pytest.raises(UnknownNameError):
         images_experiment(["no-such-dataset"], ["mlp"], ["norm"], [0], spec, n_maj=0, n_mins=[], n_unique=1,
                           ps=[], norm_ns=[10], n_test=10)
     with pytest.raises(SpurlabError, match="label-correlated"):
         ImageSpec(spurious="noise_frame")
+    with pytest.raises(SpurlabError, match="image model"):
+        images_experiment(["digits"], ["resnet"], ["norm"], [0], spec, n_maj=0, n_mins=[], n_unique=1, ps=[],
+                          norm_ns=[10], n_test=10)
+
+
+def test_distance_from_init_is_also_compared_at_equal_steps():
+    frame, _ = images_experiment(["digits"], ["mlp"], ["norm"], [0], image_spec(), n_maj=0, n_mins=[],
+                                 n_unique=0, ps=[], norm_ns=[30, 150], n_test=100)
+    table = frame.pivot_table(index="n", columns="metric", values="value")
+    assert np.all(table["fitted"] == 1.0) and np.all(table["steps"] >= 40)
+    assert table.loc[150, "steps"] > table.loc[30, "steps"]        # more points take more steps to fit ...
+    assert np.all(np.isfinite(table["w_dist_equal_steps"]))        # ... so the norm is also read at step 40
+    assert np.all(table["w_dist_equal_steps"] <= table["w_dist_from_init"] + 1e-9)
+
+
+def test_convnet_learns_the_digits_not_only_the_patch(data_dir):
+    frame, _ = images_experiment(["binary-mnist"], ["convnet"], ["statistical"], [0], image_spec(), n_maj=0,
+                                 n_mins=[], n_unique=30, ps=[0.5], norm_ns=[], n_test=300, data_dir=data_dir)
+    result = frame.set_index("metric")["value"]
+    assert result["fitted"] == 1.0
+    assert result["ood_acc"] > 0.65 and result["majority_acc"] > 0.65  # the patch alone would give 0 OOD
 
 
 # ------------------------------------------------------------------ table mode and the study contract
@@ -302,6 +347,7 @@ def test_study_contract_files(tmp_path):
     html = (out / "report.html").read_text()
     assert "Headline numbers" in html and html.count("data:image/png;base64") == 3
     assert not result.headline.empty
-    for bad in ({"stat_p": [0.3]}, {"experiments": ["nope"]}, {"label": "y"}, {"geo_n_min": [0]}):
+    for bad in ({"stat_p": [0.3]}, {"experiments": ["nope"]}, {"label": "y"}, {"geo_n_min": [0]},
+                {"image_optimizer": "rmsprop"}, {"image_norm_steps": 0}):
         with pytest.raises(SpurlabError):
             run_study(STUDY, quick=True, device="cpu", overrides=bad, write=False)

@@ -38,18 +38,18 @@ def fig_geometric(frame: pd.DataFrame):
     return fig
 
 
-def fig_statistical(frame: pd.DataFrame):
+def fig_statistical(frame: pd.DataFrame, experiment: str = "statistical"):
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
-    shares = metric_curve(frame, "statistical", "spurious_share", "step", by=["p"])
-    theory = metric_curve(frame, "statistical", "theory_spurious_share", "step", by=["p"])
+    shares = metric_curve(frame, experiment, "spurious_share", "step", by=["p"])
+    theory = metric_curve(frame, experiment, "theory_spurious_share", "step", by=["p"])
     for p, curve in shares.groupby("p"):
         curve = curve[curve["step"] > 0]
         ax.plot(curve["step"], curve["mean"], label=f"GD, p={p:g}")
         th = theory[(theory["p"] == p) & (theory["step"] > 1)]
         if not th.empty:
             ax.plot(th["step"], th["mean"], ls="--", color=ax.lines[-1].get_color(), lw=1)
-    finish_axes(ax, "GD step t", "w_sp / ||w||", "Statistical skew (dashed: ln(p/(1-p)) / (2B ln t))",
-                xscale="log")
+    title = "Statistical skew" + (", D = 1000" if experiment == "statistical_highd" else "")
+    finish_axes(ax, "GD step t", "w_sp / ||w||", f"{title} (dashed: ln(p/(1-p)) / (2B ln t))", xscale="log")
     fig.tight_layout()
     return fig
 
@@ -69,6 +69,12 @@ def fig_images(frame: pd.DataFrame):
         sub = images[(images["mode"] == mode) & (images["metric"] == metric)]
         for (dataset, model), part in sub.groupby(["dataset", "model"]):
             line_with_band(ax, mean_std_curve(part, x), x, f"{dataset} / {model}")
+            if mode == "norm":  # the same runs compared after an equal number of steps
+                equal = images[(images["mode"] == mode) & (images["metric"] == "w_dist_equal_steps")
+                               & (images["dataset"] == dataset) & (images["model"] == model)]
+                if not equal.empty:
+                    line_with_band(ax, mean_std_curve(equal, x), x, f"{dataset} / {model}, equal steps",
+                                   color=ax.lines[-1].get_color(), ls="--")
         finish_axes(ax, x, metric, title, title_size=10, xscale="log" if x in ("n_min", "n") else None,
                     legend_size=7)
     fig.suptitle("Networks on images with an injected spurious feature")
@@ -92,23 +98,44 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append(("norm_growth", f"n={n:g}", "maxmargin_norm", _mean(norm, n=n)))
     geo = frame[frame["experiment"] == "geometric"]
     for n_min in sorted(geo["n_min"].unique(), reverse=True) if not geo.empty else []:
-        for metric in ("spurious_share", "minority_acc"):
-            rows.append(("geometric", f"n_min={n_min:g}", metric, _mean(geo, n_min=n_min, metric=metric)))
-    stat = frame[frame["experiment"] == "statistical"]
-    if not stat.empty:
-        steps = sorted(stat["step"].unique())
-        shown = [s for s in steps if s >= 100 and np.log10(s) % 2 == 0] or steps[-1:]
-        for p in sorted(stat["p"].unique()):
-            for step in shown:
-                for metric in ("spurious_share", "theory_spurious_share"):
-                    rows.append(("statistical", f"p={p:g}, t={step:.0e}", metric,
-                                 _mean(stat, p=p, step=step, metric=metric)))
+        for metric in ("spurious_share", "minority_acc"):  # a hard-margin solution separates every training point
+            rows.append(("geometric", f"n_min={n_min:g}", metric, _mean(geo, n_min=n_min, metric=metric), 1.0, 1.0))
+    for experiment in ("statistical", "statistical_highd"):
+        rows += _statistical_rows(frame[frame["experiment"] == experiment], experiment)
     images = frame[frame["experiment"] == "images"]
     for (dataset, model, mode), part in images.groupby(["dataset", "model", "mode"]) if not images.empty else []:
         x = {"geometric": "n_min", "statistical": "p", "norm": "n"}[mode]
-        metric = "w_dist_from_init" if mode == "norm" else "ood_acc"
+        metrics = IMAGE_HEADLINE_METRICS[mode]
         for value in sorted(part[x].unique()):
-            rows.append(("images", f"{dataset}/{model} {mode} {x}={value:g}", metric,
-                         _mean(part, metric=metric, **{x: value})))
-    table = pd.DataFrame(rows, columns=["experiment", "setting", "metric", "value"])
+            setting = f"{dataset}/{model} {mode} {x}={value:g}"
+            train_acc = _mean(part, metric="train_acc", **{x: value})
+            fitted = _mean(part, metric="fitted", **{x: value})
+            for metric in metrics:
+                rows.append(("images", setting, metric, _mean(part, metric=metric, **{x: value}), train_acc, fitted))
+    rows = [row if len(row) == 6 else (*row, np.nan, np.nan) for row in rows]
+    table = pd.DataFrame(rows, columns=["experiment", "setting", "metric", "value", "train_acc", "fitted"])
     return table.dropna(subset=["value"]).reset_index(drop=True)
+
+
+IMAGE_HEADLINE_METRICS = {"geometric": ("ood_acc", "majority_acc"), "statistical": ("ood_acc", "majority_acc"),
+                          "norm": ("w_dist_from_init", "steps", "w_dist_equal_steps")}
+
+
+def _statistical_rows(stat: pd.DataFrame, experiment: str) -> list[tuple]:
+    """Spurious share against the overlay at t = 1e2, 1e4, ...; minority (OOD) accuracy at the last step."""
+    if stat.empty:
+        return []
+    rows = []
+    steps = sorted(stat["step"].unique())
+    shown = [s for s in steps if s >= 100 and np.log10(s) % 2 == 0] or steps[-1:]
+    last = steps[-1]
+    for p in sorted(stat["p"].unique()):
+        for step in shown:
+            for metric in ("spurious_share", "theory_spurious_share"):
+                rows.append((experiment, f"p={p:g}, t={step:.0e}", metric, _mean(stat, p=p, step=step, metric=metric)))
+        train_acc = _mean(stat, p=p, step=last, metric="train_acc")
+        fitted = float(np.mean(stat.loc[(stat["p"] == p) & (stat["metric"] == "train_acc"), "value"] == 1.0))
+        for metric in ("minority_acc", "majority_acc"):
+            rows.append((experiment, f"p={p:g}, t={last:.0e}", metric, _mean(stat, p=p, step=last, metric=metric),
+                         train_acc, fitted))
+    return rows

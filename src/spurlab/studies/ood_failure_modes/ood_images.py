@@ -14,6 +14,16 @@ default, magnitude ``B``) is drawn with :func:`spurlab.data.injections.inject`.
 
 Test images carry the feature aligned with the label (``majority_acc``) or
 against it (``ood_acc``): the same digits, only the spurious feature flipped.
+
+Training follows the paper's mechanism: duplicated majority points are real copies
+(``duplication="copies"``; ``"weights"`` weighs the unique points instead), plain SGD,
+and every run goes on until each *unique* training point is classified correctly
+(``max_steps`` caps it). Every run reports ``train_acc`` on its unique points and
+``fitted`` (1/0) beside its test numbers; an OOD number of a run that did not fit
+measures underfitting, not skew, and the study lists such runs in its notes.
+The ``norm`` mode records ``||W - W0||`` both when the run has fitted (``w_dist_from_init``,
+after ``steps``) and after the same number of steps for every n (``w_dist_equal_steps``),
+since a larger n also takes more steps to fit.
 """
 from __future__ import annotations
 
@@ -29,10 +39,14 @@ from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.data.synthetic import duplication_counts
 from spurlab.errors import SpurlabError
 from spurlab.models import make_model
-from spurlab.train.trainer import TrainConfig, fit, predict
+from spurlab.models.small_convnet import small_convnet
+from spurlab.train.engines.fit_to_data import FitConfig, FitReport, train_to_fit
+from spurlab.train.trainer import predict
 
 IMAGE_MODES = ("geometric", "statistical", "norm")
-DUPLICATION_MODES = ("weights", "copies")
+DUPLICATION_MODES = ("copies", "weights")
+IMAGE_OPTIMIZERS = ("sgd", "adam")
+IMAGE_MODELS = ("mlp", "cnn", "convnet")
 
 
 @dataclass
@@ -49,17 +63,23 @@ class ImagePool:
 
 @dataclass
 class ImageSpec:
-    """How every image run draws the spurious feature and trains the network."""
+    """How every image run draws the spurious feature and trains the network.
+
+    ``lr``, ``batch_size``, ``optimizer`` (plain ``sgd`` by default, ``momentum`` 0),
+    ``max_steps`` (cap of the train-until-fitted loop) and ``norm_steps`` (the common
+    step count at which the ``norm`` mode compares ``||W - W0||``)."""
 
     spurious: str = "patch"
     B: float = 1.0
-    epochs: int = 10
-    lr: float = 0.01
-    batch_size: int = 64
+    lr: float = 0.1
+    batch_size: int = 32
     optimizer: str = "sgd"
+    momentum: float = 0.0
+    max_steps: int = 20_000
+    norm_steps: int = 300
     mlp_hidden: tuple[int, ...] = (256, 128)
     cnn_channels: tuple[int, ...] = (16, 32, 64)
-    duplication: str = "weights"
+    duplication: str = "copies"
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -70,6 +90,16 @@ class ImageSpec:
         if self.duplication not in DUPLICATION_MODES:
             raise SpurlabError(f"unknown duplication mode {self.duplication!r}",
                                hint=f"use one of {', '.join(DUPLICATION_MODES)}")
+        if self.optimizer not in IMAGE_OPTIMIZERS:
+            raise SpurlabError(f"unknown image optimizer {self.optimizer!r}",
+                               hint=f"use one of {', '.join(IMAGE_OPTIMIZERS)} (plain sgd is the paper's GD)")
+        if not 0 < self.norm_steps <= self.max_steps:
+            raise SpurlabError(f"image_norm_steps must lie in [1, image_max_steps={self.max_steps}], "
+                               f"got {self.norm_steps}")
+
+    def fit_config(self, seed: int, min_steps: int = 0) -> FitConfig:
+        return FitConfig(lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer, momentum=self.momentum,
+                         max_steps=self.max_steps, min_steps=min_steps, seed=seed, device=self.device)
 
 
 # ------------------------------------------------------------------ data
@@ -153,34 +183,47 @@ def norm_sets(pool: ImagePool, ns: Sequence[int], seed: int):
 
 
 # ------------------------------------------------------------------ training
-def parameter_vector(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten().cpu().clone() for p in model.parameters()])
+def image_network(name: str, input_shape: tuple[int, ...], spec: ImageSpec, seed: int) -> torch.nn.Module:
+    """``convnet``: the small conv16-conv32-fc256 net; ``mlp`` / ``cnn``: the registered nets."""
+    if name not in IMAGE_MODELS:
+        raise SpurlabError(f"unknown image model {name!r}", hint=f"use one of {', '.join(IMAGE_MODELS)}")
+    if name == "convnet":
+        return small_convnet(input_shape, 2, seed=seed)
+    return make_model(name, input_shape, 2, seed=seed, hidden=spec.mlp_hidden, channels=spec.cnn_channels)
+
+
+def fit_planned_set(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, copies: np.ndarray, spec: ImageSpec,
+                    seed: int, equal_steps: int = 0) -> FitReport:
+    """Train until every unique point of ``(x, y)`` is fitted; the optimiser sees ``copies[i]`` copies of point i."""
+    check = (x, y)
+    if spec.duplication == "copies" or np.all(copies == 1):
+        rep = np.repeat(np.arange(len(y)), copies.astype(np.int64))
+        return train_to_fit(model, x[rep], y[rep], spec.fit_config(seed, equal_steps), check=check,
+                            record_steps=[equal_steps] if equal_steps else ())
+    return train_to_fit(model, x, y, spec.fit_config(seed, equal_steps), check=check,
+                        record_steps=[equal_steps] if equal_steps else (), sample_weight=copies)
 
 
 def train_and_measure(pool: ImagePool, idx: np.ndarray, a: np.ndarray, weights: np.ndarray, model_name: str,
-                      spec: ImageSpec, seed: int) -> dict[str, float]:
-    """Train one network on the planned set; ood/majority/train accuracy and ||W - W0||."""
+                      spec: ImageSpec, seed: int, equal_steps: int = 0) -> dict[str, float]:
+    """Train one network on the planned set until it fits; test accuracies, fit report and ||W - W0||.
+
+    ``equal_steps > 0`` also reports ``w_dist_equal_steps`` (the run lasts at least that many steps)."""
     x = inj.inject(pool.x_train[idx], a, spec.spurious, magnitude=spec.B, seed=seed)
     y = pool.y_train[idx]
-    if spec.duplication == "copies":
-        rep = np.repeat(np.arange(len(idx)), weights.astype(np.int64))
-        x_fit, y_fit, w_fit = x[rep], y[rep], None
-    else:
-        x_fit, y_fit, w_fit = x, y, (None if np.all(weights == 1) else weights)
-    model = make_model(model_name, x.shape[1:], 2, seed=seed, hidden=spec.mlp_hidden, channels=spec.cnn_channels)
-    start = parameter_vector(model)
-    cfg = TrainConfig(epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size, optimizer=spec.optimizer,
-                      seed=seed, device=spec.device)
-    fit(model, x_fit, y_fit, cfg, sample_weights=w_fit)
+    model = image_network(model_name, x.shape[1:], spec, seed)
+    report = fit_planned_set(model, x, y, np.asarray(weights), spec, seed, equal_steps)
     test_y = pool.y_test
     x_major = inj.inject(pool.x_test, test_y, spec.spurious, magnitude=spec.B, seed=seed)
     x_ood = inj.inject(pool.x_test, 1 - test_y, spec.spurious, magnitude=spec.B, seed=seed)
-    return {
+    metrics = {
         "ood_acc": float(np.mean(predict(model, x_ood, device=spec.device) == test_y)),
         "majority_acc": float(np.mean(predict(model, x_major, device=spec.device) == test_y)),
-        "train_acc": float(np.mean(predict(model, x, device=spec.device) == y)),
-        "w_dist_from_init": float(torch.linalg.vector_norm(parameter_vector(model) - start)),
+        **report.metrics(),
     }
+    if equal_steps:
+        metrics["w_dist_equal_steps"] = report.dist_at.get(equal_steps, float("nan"))
+    return metrics
 
 
 def images_experiment(datasets: Sequence[str], models: Sequence[str], modes: Sequence[str], seeds: Sequence[int],
@@ -190,6 +233,9 @@ def images_experiment(datasets: Sequence[str], models: Sequence[str], modes: Seq
     unknown = sorted(set(modes) - set(IMAGE_MODES))
     if unknown:
         raise SpurlabError(f"unknown image mode(s) {unknown}", hint=f"use {', '.join(IMAGE_MODES)}")
+    bad_models = sorted(set(models) - set(IMAGE_MODELS))
+    if bad_models:
+        raise SpurlabError(f"unknown image model(s) {bad_models}", hint=f"use {', '.join(IMAGE_MODELS)}")
     n_pool = max([n_maj + max(n_mins, default=0) if "geometric" in modes else 0,
                   2 * n_unique if "statistical" in modes else 0,
                   max(norm_ns, default=0) if "norm" in modes else 0])
@@ -204,10 +250,20 @@ def images_experiment(datasets: Sequence[str], models: Sequence[str], modes: Seq
             for mode in modes:
                 for setting, idx, a, weights in plans[mode]():
                     for model_name in models:
-                        metrics = train_and_measure(pool, idx, a, weights, model_name, spec, int(seed))
+                        equal = spec.norm_steps if mode == "norm" else 0
+                        metrics = train_and_measure(pool, idx, a, weights, model_name, spec, int(seed), equal)
+                        if not metrics["fitted"]:
+                            notes.append(f"NOT FITTED: {name}/{model_name} {mode} {_setting_label(mode, setting)} "
+                                         f"seed {seed}: unique-set train accuracy {metrics['train_acc']:.3f} "
+                                         f"after {int(metrics['steps'])} steps (raise image_max_steps); its OOD "
+                                         f"accuracy measures underfitting")
                         params = {"dataset": name, "model": model_name, "mode": mode, "n": len(idx),
                                   "n_min": setting if mode == "geometric" else np.nan,
                                   "p": setting if mode == "statistical" else np.nan}
                         rows += [{"experiment": "images", "metric": m, "value": v, "seed": int(seed), **params}
                                  for m, v in metrics.items()]
     return pd.DataFrame(rows), notes
+
+
+def _setting_label(mode: str, setting) -> str:
+    return {"geometric": "n_min", "statistical": "p", "norm": "n"}[mode] + f"={setting:g}"

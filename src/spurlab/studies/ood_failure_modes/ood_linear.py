@@ -13,8 +13,8 @@ import pandas as pd
 
 from spurlab.data.synthetic import LinearSkewData, duplicate_majority, easy_task
 from spurlab.errors import SpurlabError
-from spurlab.probes.skew import (linear_group_accuracies, spurious_ratio, spurious_share, theory_spurious_ratio,
-                                 theory_spurious_share)
+from spurlab.probes.skew import (linear_accuracy, linear_group_accuracies, spurious_ratio, spurious_share,
+                                 theory_spurious_ratio, theory_spurious_share)
 from spurlab.train.engines.linear_gd import BatchedLinearGD
 from spurlab.train.engines.max_margin import MaxMarginClassifier
 
@@ -103,13 +103,15 @@ def unique_set_share(data: LinearSkewData, fit_intercept: bool = False) -> float
 def statistical_experiment(ps: Sequence[float], seeds: Sequence[int], n_unique: int = 10, D: int = 1,
                            margin: float = 1.0, B: float = 1.0, n_steps: int = 100_000, lr: float = 0.5,
                            loss: str = "logistic", n_logged: int = 60, batch_size: int | None = None,
-                           n_test: int = 500, device: str = "auto") -> pd.DataFrame:
+                           n_test: int = 500, device: str = "auto", experiment: str = "statistical") -> pd.DataFrame:
     """GD on ``n_unique`` minority + ``n_unique`` majority points, the majority duplicated to ``p``.
 
     Every (seed, p) is one run of a single batched GD computation. Per logged
     ``step``: ``spurious_share``, ``spurious_ratio`` and the overlay
     ``theory_spurious_share`` / ``theory_spurious_ratio``; at the last step the
-    test ``majority_acc`` / ``minority_acc`` and the max-margin share of the unique set."""
+    test ``majority_acc`` / ``minority_acc`` (the minority group is the OOD distribution), the
+    training accuracy ``train_acc`` and the max-margin share of the unique set. ``experiment``
+    names the rows (``statistical_highd`` for the high-dimensional variant)."""
     runs = [(int(s), float(p)) for s in seeds for p in ps]
     datasets = [duplicate_majority(n_unique, p, D=D, margin=margin, B=B, seed=s) for s, p in runs]
     x, y, w = stack_padded(datasets)
@@ -124,11 +126,13 @@ def statistical_experiment(ps: Sequence[float], seeds: Sequence[int], n_unique: 
             metrics = {"spurious_share": shares[r, j], "spurious_ratio": ratios[r, j]}
             if step > 1:
                 metrics.update(theory_spurious_share=theory_s[j], theory_spurious_ratio=theory_r[j])
-            rows += long_rows("statistical", seed, metrics, p=p, step=int(step))
+            rows += long_rows(experiment, seed, metrics, p=p, step=int(step))
         test = skew_test_set(n_test, D, margin, B, seed)
         accs = linear_group_accuracies(gd.coef_[r], test.x, test.y, test.a != test.y)
-        final = {**accs, "maxmargin_spurious_share": unique_set_share(datasets[r])}
-        rows += long_rows("statistical", seed, final, p=p, step=int(gd.steps_[-1]))
+        x_unique, keep = np.unique(datasets[r].x, axis=0, return_index=True)
+        train_acc = linear_accuracy(gd.coef_[r], x_unique, datasets[r].y[keep])  # on the unique points
+        final = {**accs, "train_acc": train_acc, "maxmargin_spurious_share": unique_set_share(datasets[r])}
+        rows += long_rows(experiment, seed, final, p=p, step=int(gd.steps_[-1]))
     return pd.DataFrame(rows)
 
 

@@ -5,7 +5,10 @@ Experiments (the ``experiment`` column of results.csv):
 * ``norm_growth`` — max-margin norm of the invariant features vs n;
 * ``geometric`` — max-margin classifier with ``n_maj`` fixed and ``n_min`` swept;
 * ``statistical`` — batched GD on a balanced unique set with the majority
-  duplicated to ``p``, against the ``ln(p/(1-p)) / (2B ln t)`` overlay;
+  duplicated to ``p``, against the ``ln(p/(1-p)) / (2B ln t)`` overlay (the paper's
+  1-D check by default: there the minority is classified correctly for every p);
+* ``statistical_highd`` — the same on the high-dimensional easy task
+  (``stat_hd_D = 1000``, ``stat_hd_margin = 0.1``), where the OOD (minority) accuracy drops with p;
 * ``images`` — networks on image datasets isolating each mode;
 * with ``table`` set, ``geometric`` and ``statistical`` run on the user's CSV instead.
 """
@@ -20,13 +23,14 @@ from spurlab.params import Interval, NumberList, OptionList, Options, positive_i
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.ood_failure_modes.ood_figures import (fig_geometric, fig_images, fig_norm_growth, fig_statistical,
                                                            headline_table)
-from spurlab.studies.ood_failure_modes.ood_images import DUPLICATION_MODES, IMAGE_MODES, ImageSpec, images_experiment
+from spurlab.studies.ood_failure_modes.ood_images import (DUPLICATION_MODES, IMAGE_MODELS, IMAGE_MODES,
+                                                          IMAGE_OPTIMIZERS, ImageSpec, images_experiment)
 from spurlab.studies.ood_failure_modes.ood_linear import (geometric_experiment,
                                                           norm_growth_experiment, statistical_experiment)
 from spurlab.studies.ood_failure_modes.ood_table import (load_table_task, table_geometric_experiment,
                                                          table_statistical_experiment)
 
-EXPERIMENTS = ("norm_growth", "geometric", "statistical", "images")
+EXPERIMENTS = ("norm_growth", "geometric", "statistical", "statistical_highd", "images")
 TABLE_EXPERIMENTS = ("geometric", "statistical")
 
 
@@ -47,10 +51,13 @@ class OodFailureModes(Study):
     # Declared bounds (checked by run_study before validate, each refusal naming its key).
     parameter_constraints = {
         **{key: positive_int() for key in ("n_seeds", "image_n_seeds", "D", "stat_D", "geo_n_maj", "stat_n_unique",
-                                           "stat_steps", "stat_logged", "image_epochs", "image_batch_size",
-                                           "image_n_test", "geo_n_test", "table_steps")},
+                                           "stat_steps", "stat_logged", "image_max_steps", "image_norm_steps",
+                                           "image_batch_size", "image_n_test", "geo_n_test", "table_steps",
+                                           "stat_hd_D")},
         **{key: Interval(float, 0, None, closed="neither") for key in ("margin", "B", "stat_margin", "stat_lr",
-                                                                      "image_B", "image_lr", "table_B", "table_lr")},
+                                                                      "image_B", "image_lr", "table_B", "table_lr",
+                                                                      "stat_hd_margin")},
+        "image_momentum": Interval(float, 0, 1, closed="left"),
         # p: the majority share after duplicating majority points
         **{key: NumberList(Interval(float, 0.5, 1, closed="left"), min_len=0) for key in ("stat_p", "image_p",
                                                                                           "table_p")},
@@ -58,6 +65,8 @@ class OodFailureModes(Study):
         "geo_n_min": NumberList(positive_int(), min_len=0),  # the minority group needs a point
         "table_test_fraction": probability(closed="neither"),
         "image_duplication": Options(*DUPLICATION_MODES),
+        "image_optimizer": Options(*IMAGE_OPTIMIZERS),
+        "image_models": OptionList(*IMAGE_MODELS, min_len=0),
         "experiments": OptionList(*EXPERIMENTS, min_len=0),
         "image_modes": OptionList(*IMAGE_MODES, min_len=0),
     }
@@ -75,23 +84,25 @@ class OodFailureModes(Study):
             "stat_n_unique": _quick_or_full(q, 10, 50), "stat_steps": _quick_or_full(q, 100_000, 1_000_000),
             "stat_lr": 0.5, "stat_loss": "logistic", "stat_logged": _quick_or_full(q, 40, 60),
             "stat_batch_size": 0, "stat_n_test": 500,
+            "stat_hd_D": 1000, "stat_hd_margin": 0.1,  # statistical_highd: the easy task in high dimension
             # images
-            "image_datasets": ["binary-mnist", "binary-fashion-mnist"],
-            "image_models": ["mlp", "cnn"],
+            "image_datasets": _quick_or_full(q, ["binary-mnist"], ["binary-mnist", "binary-fashion-mnist"]),
+            "image_models": ["mlp", "convnet"],
             "image_modes": list(IMAGE_MODES),
             "image_n_seeds": 1,
             "image_spurious": "patch", "image_B": 1.0,
-            "image_n_maj": _quick_or_full(q, 400, 5000), "image_n_min": _quick_or_full(q, [100, 20, 5],
-                                                                                      [1000, 250, 50, 10]),
-            "image_n_unique": _quick_or_full(q, 200, 5000), "image_p": _quick_or_full(q, [0.5, 0.9, 0.99],
+            "image_n_maj": _quick_or_full(q, 200, 2000), "image_n_min": _quick_or_full(q, [50, 10, 2],
+                                                                                      [500, 100, 20, 5]),
+            "image_n_unique": _quick_or_full(q, 100, 1000), "image_p": _quick_or_full(q, [0.5, 0.9, 0.99],
                                                                                    [0.5, 0.75, 0.9, 0.99]),
-            "image_norm_ns": _quick_or_full(q, [100, 400], [500, 2000, 8000, 30000]),
+            "image_norm_ns": _quick_or_full(q, [50, 200], [100, 500, 2000, 8000]),
             "image_n_test": _quick_or_full(q, 500, 5000),
-            "image_epochs": _quick_or_full(q, 5, 30), "image_lr": _quick_or_full(q, 0.003, 0.001),
-            "image_optimizer": "adam", "image_batch_size": _quick_or_full(q, 32, 128),
+            # plain SGD until every unique training point is fitted (image_max_steps caps a run)
+            "image_optimizer": "sgd", "image_lr": 0.1, "image_momentum": 0.0, "image_batch_size": 32,
+            "image_max_steps": _quick_or_full(q, 8000, 200_000), "image_norm_steps": _quick_or_full(q, 300, 2000),
             "image_mlp_hidden": _quick_or_full(q, [128], [256, 128]),
             "image_cnn_channels": _quick_or_full(q, [8, 16, 32], [16, 32, 64]),
-            "image_duplication": "weights",
+            "image_duplication": "copies",
             "data_dir": None,
             # a user's own table (--table/--label/--spurious/--positive)
             "table": None, "label": None, "spurious": None, "positive": None, "negative": None,
@@ -134,13 +145,16 @@ class OodFailureModes(Study):
             with ctx.timed("geometric"):
                 frames.append(geometric_experiment(cfg["geo_n_maj"], cfg["geo_n_min"], seeds, D=cfg["D"],
                                                    margin=cfg["margin"], B=cfg["B"], n_test=cfg["geo_n_test"]))
-        if "statistical" in todo:
-            with ctx.timed("statistical"):
-                frames.append(statistical_experiment(
-                    cfg["stat_p"], seeds, n_unique=cfg["stat_n_unique"], D=cfg["stat_D"], margin=cfg["stat_margin"],
-                    B=cfg["B"], n_steps=cfg["stat_steps"], lr=cfg["stat_lr"], loss=cfg["stat_loss"],
-                    n_logged=cfg["stat_logged"], batch_size=cfg["stat_batch_size"] or None,
-                    n_test=cfg["stat_n_test"], device=ctx.device))
+        variants = {"statistical": (cfg["stat_D"], cfg["stat_margin"]),
+                    "statistical_highd": (cfg["stat_hd_D"], cfg["stat_hd_margin"])}
+        for experiment, (dim, margin) in variants.items():
+            if experiment in todo:
+                with ctx.timed(experiment):
+                    frames.append(statistical_experiment(
+                        cfg["stat_p"], seeds, n_unique=cfg["stat_n_unique"], D=dim, margin=margin, B=cfg["B"],
+                        n_steps=cfg["stat_steps"], lr=cfg["stat_lr"], loss=cfg["stat_loss"],
+                        n_logged=cfg["stat_logged"], batch_size=cfg["stat_batch_size"] or None,
+                        n_test=cfg["stat_n_test"], device=ctx.device, experiment=experiment))
         if "images" in todo:
             with ctx.timed("images"):
                 frame, notes = self._run_images(ctx)
@@ -150,9 +164,11 @@ class OodFailureModes(Study):
 
     def _run_images(self, ctx: StudyContext) -> tuple[pd.DataFrame, list[str]]:
         cfg = ctx.config
-        spec = ImageSpec(spurious=cfg["image_spurious"], B=cfg["image_B"], epochs=cfg["image_epochs"],
-                         lr=cfg["image_lr"], batch_size=cfg["image_batch_size"], optimizer=cfg["image_optimizer"],
-                         mlp_hidden=tuple(cfg["image_mlp_hidden"]), cnn_channels=tuple(cfg["image_cnn_channels"]),
+        spec = ImageSpec(spurious=cfg["image_spurious"], B=cfg["image_B"], lr=cfg["image_lr"],
+                         batch_size=cfg["image_batch_size"], optimizer=cfg["image_optimizer"],
+                         momentum=cfg["image_momentum"], max_steps=cfg["image_max_steps"],
+                         norm_steps=cfg["image_norm_steps"], mlp_hidden=tuple(cfg["image_mlp_hidden"]),
+                         cnn_channels=tuple(cfg["image_cnn_channels"]),
                          duplication=cfg["image_duplication"], device=ctx.device)
         seeds = [ctx.seed + i for i in range(int(cfg["image_n_seeds"]))]
         return images_experiment(cfg["image_datasets"], cfg["image_models"], cfg["image_modes"], seeds, spec,
@@ -195,6 +211,11 @@ class OodFailureModes(Study):
         if "statistical" in present:
             result.add_figure("statistical", fig_statistical(frame),
                               "Spurious share of GD vs step for each duplication p; dashed: the overlay.")
+        if "statistical_highd" in present:
+            result.add_figure("statistical_highd", fig_statistical(frame, "statistical_highd"),
+                              f"The same on the easy task in D = {cfg['stat_hd_D']} "
+                              f"(margin {cfg['stat_hd_margin']:g}); its minority (OOD) accuracy is in the headline "
+                              "table.")
         if "images" in present:
             fig = fig_images(frame)
             if fig is not None:
