@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, check_params, optional, positive_int
 from spurlab.utils import check_finite, resolve_device, signed_labels, torch_generator
 
 LOSSES = ("logistic", "exponential")
@@ -144,20 +145,16 @@ class BatchedLinearGD:
         self.seed = seed
 
     # ------------------------------------------------------------ validation
+    _parameter_constraints = {
+        "loss": Options(*LOSSES), "parametrization": Options(*PARAMETRIZATIONS),
+        "lr": Interval(float, 0, None, closed="neither"), "n_steps": positive_int(),
+        "batch_size": optional(positive_int()),  # None: full batch
+        "dtype": Options("float64", "float32"),
+    }
+
     def _check_params(self) -> None:
-        if self.loss not in LOSSES:
-            raise SpurlabError(f"unknown loss {self.loss!r}", hint=f"use one of {', '.join(LOSSES)}")
-        if self.parametrization not in PARAMETRIZATIONS:
-            raise SpurlabError(f"unknown parametrization {self.parametrization!r}",
-                               hint=f"use one of {', '.join(PARAMETRIZATIONS)}")
-        if not self.lr > 0:
-            raise SpurlabError(f"lr must be > 0, got {self.lr}")
-        if int(self.n_steps) != self.n_steps or self.n_steps < 1:
-            raise SpurlabError(f"n_steps must be a positive integer, got {self.n_steps}")
-        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
-            raise SpurlabError(f"batch_size must be None (full batch) or a positive integer, got {self.batch_size}")
-        if self.dtype not in ("float64", "float32"):
-            raise SpurlabError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
+        check_params("BatchedLinearGD", self._parameter_constraints,
+                     {name: getattr(self, name) for name in self._parameter_constraints})
 
     def _prepare(self, X, y, sample_weight) -> tuple[np.ndarray, np.ndarray]:
         """``(z, weights)``: z shared (n, d) or per run (R, n, d); weights (R, n)."""

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, check_params, optional, positive_int
 from spurlab.models.two_layer import TwoLayerNet, activation_derivative, get_activation
 from spurlab.utils import as_numpy, check_finite, progress, resolve_device, signed_labels
 
@@ -172,24 +173,16 @@ class TwoLayerTrainer:
         self.device = device
 
     # ------------------------------------------------------------ validation
-    def _validate(self) -> None:
-        if self.loss not in LOSS_NAMES:
-            raise SpurlabError(f"unknown loss {self.loss!r}", hint=f"use one of {', '.join(LOSS_NAMES)}")
-        if self.optimizer not in OPTIMIZER_NAMES:
-            raise SpurlabError(f"unknown optimizer {self.optimizer!r}",
-                               hint=f"use one of {', '.join(OPTIMIZER_NAMES)}")
-        if not self.lr > 0:
-            raise SpurlabError(f"lr must be positive, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise SpurlabError("weight_decay must be >= 0 and momentum in [0, 1)",
-                               hint=f"got weight_decay={self.weight_decay}, momentum={self.momentum}")
-        if int(self.steps) != self.steps or self.steps < 0:
-            raise SpurlabError(f"steps must be a non-negative integer, got {self.steps}")
-        if int(self.log_every) != self.log_every or self.log_every < 1:
-            raise SpurlabError(f"log_every must be a positive integer, got {self.log_every}")
-        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 0):
-            raise SpurlabError(f"batch_size must be None, 0 (full batch) or a positive integer, "
-                               f"got {self.batch_size}")
+    _parameter_constraints = {
+        "loss": Options(*LOSS_NAMES), "optimizer": Options(*OPTIMIZER_NAMES),
+        "lr": Interval(float, 0, None, closed="neither"), "weight_decay": Interval(float, 0, None),
+        "momentum": Interval(float, 0, 1, closed="left"), "steps": Interval(int, 0, None),
+        "log_every": positive_int(), "batch_size": optional(Interval(int, 0, None)),  # 0 or None: full batch
+    }
+
+    def _check_params(self) -> None:
+        check_params("TwoLayerTrainer", self._parameter_constraints,
+                     {name: getattr(self, name) for name in self._parameter_constraints})
 
     def _tensors(self, x, y, device: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = as_numpy(x, np.float32)
@@ -212,7 +205,7 @@ class TwoLayerTrainer:
     def fit(self, model: TwoLayerNet, x, y, eval_sets: Mapping[str, tuple] | None = None,
             track: Tracker | None = None) -> TwoLayerTrainer:
         """Train ``model`` in place on ``(x, y)``; ``eval_sets`` maps a name to ``(x, y)``."""
-        self._validate()
+        self._check_params()
         if not isinstance(model, TwoLayerNet):
             raise SpurlabError(f"TwoLayerTrainer trains TwoLayerNet models, got {type(model).__name__}")
         device = resolve_device(self.device)
