@@ -164,3 +164,158 @@ def solve_squared_hinge(x, y, sample_weight, c, *, max_iter: int = 30, tol: floa
     w = theta[:, :-1] if basis is None else theta[:, :-1] @ basis.T
     return SvmSolution(w=w.double().cpu().numpy(), b=theta[:, -1].double().cpu().numpy(), n_iter=n_iter,
                        converged=converged.cpu().numpy())
+
+
+# ------------------------------------------------------------------ the hinge loss (scikit-learn's SVC)
+def libsvm_intercept(f: np.ndarray, y: np.ndarray, a: np.ndarray, c: np.ndarray, free: np.ndarray) -> float:
+    """The bias ``SVC`` reports for scores ``f = x . w``: the mean of ``y_i - f_i`` over the free
+    multipliers; without any, the hinge optimum leaves ``b`` anywhere in an interval and libsvm's
+    tolerance ends with a correct (+1) example's multiplier just short of its bound, i.e. at the
+    interval's upper end (nothing flagged), which is the end taken here."""
+    if free.any():
+        return float(np.mean(y[free] - f[free]))
+    upper = a >= 0.5 * c
+    above = np.r_[1.0 - f[upper & (y > 0)], -1.0 - f[~upper & (y < 0)]]
+    below = np.r_[-1.0 - f[upper & (y < 0)], 1.0 - f[~upper & (y > 0)]]
+    if above.size:
+        return float(above.min())
+    return float(below.max()) if below.size else 0.0
+
+
+class _SoftMarginIPM:
+    """Primal-dual interior point (Mehrotra) for ``min 1/2 |w|^2 + c . xi  s.t.  G t + xi >= 1, xi >= 0``,
+    batched over problems that share the design ``g`` (n x d') and differ in ``c`` (P x n)."""
+
+    def __init__(self, g: torch.Tensor, with_bias: bool, c: torch.Tensor, tol: float, max_iter: int):
+        self.g, self.c, self.tol, self.max_iter = g, c, tol, max_iter
+        self.reg = torch.ones(g.shape[1], dtype=g.dtype, device=g.device)
+        if with_bias:
+            self.reg[-1] = 0.0
+        self.n_iter = 0
+
+    def _factor(self, weight: torch.Tensor) -> torch.Tensor:
+        m = (self.g.T[None] * weight[:, None, :]) @ self.g
+        m.diagonal(dim1=1, dim2=2).add_(self.reg)
+        chol, info = torch.linalg.cholesky_ex(m)
+        if bool((info != 0).any()):
+            eye = torch.eye(m.shape[-1], dtype=m.dtype, device=m.device)
+            chol, _ = torch.linalg.cholesky_ex(m + 1e-12 * (1.0 + m.diagonal(dim1=1, dim2=2).amax(1))[:, None, None]
+                                               * eye)
+        return chol
+
+    def _direction(self, chol, v, res, r1, r2):
+        a, s, nu, xi = v
+        r_d, r_c, r_p = res
+        da_, dn_ = a / s, nu / xi
+        e = da_ + dn_
+        t = r1 / s + r2 / xi - r_c - da_ * r_p
+        rhs = -r_d + (r1 / s - da_ * (t / e + r_p)) @ self.g
+        d_theta = torch.cholesky_solve(rhs[..., None], chol)[..., 0]
+        g_dt = d_theta @ self.g.T
+        d_xi = (t - da_ * g_dt) / e
+        d_s = g_dt + d_xi + r_p
+        d_a = (r1 - a * d_s) / s
+        d_nu = (r2 - nu * d_xi) / xi
+        return d_theta, d_a, d_s, d_nu, d_xi
+
+    @staticmethod
+    def _max_step(pairs) -> torch.Tensor:
+        out = None
+        for values, deltas in pairs:
+            ratio = torch.where(deltas < 0, -values / deltas.clamp(max=-1e-300), torch.full_like(values, np.inf))
+            step = ratio.amin(dim=1)
+            out = step if out is None else torch.minimum(out, step)
+        return out.clamp(max=1.0)
+
+    def solve(self):
+        p, n = self.c.shape
+        theta = torch.zeros(p, self.g.shape[1], dtype=self.g.dtype, device=self.g.device)
+        a, nu = 0.5 * self.c.clone(), 0.5 * self.c.clone()
+        s, xi = torch.ones_like(self.c), torch.ones_like(self.c)
+        for self.n_iter in range(1, self.max_iter + 1):
+            margin = theta @ self.g.T
+            res = (self.reg * theta - a @ self.g, self.c - a - nu, margin + xi - 1.0 - s)
+            gap = (a * s).sum(1) + (nu * xi).sum(1)
+            objective = 0.5 * (self.reg * theta * theta).sum(1) + (self.c * xi).sum(1)
+            scale = 1.0 + objective.abs()
+            done = (gap < self.tol * scale) & (res[2].abs().amax(1) < 1e-9) & \
+                (res[0].abs().amax(1) < 1e-9 * (1.0 + self.c.sum(1)))
+            if bool(done.all()):
+                break
+            mu = (gap / (2 * n))[:, None]
+            chol = self._factor(1.0 / (s / a + xi / nu))
+            v = (a, s, nu, xi)
+            step_dirs = self._direction(chol, v, res, -a * s, -nu * xi)
+            _, da, ds, dn, dx = step_dirs
+            step = self._max_step([(a, da), (s, ds), (nu, dn), (xi, dx)])[:, None]
+            mu_aff = (((a + step * da) * (s + step * ds)).sum(1) + ((nu + step * dn) * (xi + step * dx)).sum(1))
+            sigma = ((mu_aff / (2 * n)) / mu[:, 0]).clamp(max=1.0)[:, None] ** 3
+            dt, da2, ds2, dn2, dx2 = self._direction(chol, v, res, sigma * mu - a * s - da * ds,
+                                                     sigma * mu - nu * xi - dn * dx)
+            step = 0.995 * self._max_step([(a, da2), (s, ds2), (nu, dn2), (xi, dx2)])
+            step = torch.where(done, torch.zeros_like(step), step)[:, None]
+            theta, a, s, nu, xi = (theta + step * dt, a + step * da2, s + step * ds2, nu + step * dn2,
+                                   xi + step * dx2)
+        return theta, a, s, nu, xi
+
+
+def _all_at_bound(x, y, c) -> tuple[np.ndarray, float] | None:
+    """The closed-form optimum when every multiplier sits at its bound (small C), else ``None``."""
+    if abs(float(y @ c)) > 1e-10 * float(c.sum()):
+        return None
+    w = x.T @ (y * c)
+    f = x @ w
+    hi = np.min(np.r_[1.0 - f[y > 0], np.inf])
+    lo = np.max(np.r_[-1.0 - f[y < 0], -np.inf])
+    if lo > hi:
+        return None
+    return w, (hi if np.isfinite(hi) else lo)
+
+
+def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-10) -> SvmSolution:
+    """Solve the weighted hinge-loss SVM (scikit-learn's ``SVC(kernel="linear")``) for every value in ``c``.
+
+    ``F(w, b) = 1/2 ||w||^2 + sum_i C s_i max(0, 1 - y_i (x_i . w + b))`` with an unregularized bias,
+    solved to ``tol`` (float64) by a batched primal-dual interior-point method -- all values of ``c`` at
+    once, in the span of the examples when they are fewer than the dimensions -- with the bias set by
+    libsvm's rule (:func:`libsvm_intercept`), so the flags are those ``SVC`` gives at the same ``C``.
+    Values of ``C`` small enough that every multiplier sits at its bound are solved in closed form.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    weight = np.asarray(sample_weight, dtype=np.float64)
+    cs = np.atleast_1d(np.asarray(c, dtype=float))
+    if not np.all(cs > 0):
+        raise SpurlabError("every C must be positive", hint="use e.g. numpy.logspace(-6, 0, 7)")
+    w_out, b_out = np.zeros((len(cs), x.shape[1])), np.zeros(len(cs))
+    converged = np.ones(len(cs), dtype=bool)
+    rest = []
+    for j, value in enumerate(cs):
+        closed = _all_at_bound(x, y, value * weight)
+        if closed is None:
+            rest.append(j)
+        else:
+            w_out[j], b_out[j] = closed
+    n_iter = 0
+    if rest:
+        w_rest, b_rest, n_iter = _hinge_interior_point(x, y, cs[rest][:, None] * weight[None], max_iter, tol)
+        w_out[rest], b_out[rest] = w_rest, b_rest
+    return SvmSolution(w=w_out, b=b_out, n_iter=n_iter, converged=converged)
+
+
+def _hinge_interior_point(x, y, c, max_iter: int, tol: float):
+    basis = None
+    xt = torch.as_tensor(x)
+    if x.shape[0] < x.shape[1]:
+        basis = torch.linalg.qr(xt.T).Q  # w lies in the span of the examples
+        xt = xt @ basis
+    yt = torch.as_tensor(y)
+    g = torch.cat([yt[:, None] * xt, yt[:, None]], dim=1)
+    ipm = _SoftMarginIPM(g, True, torch.as_tensor(c), tol, max_iter)
+    with torch.no_grad():
+        theta, a, s, nu, xi = ipm.solve()
+    w = theta[:, :-1] if basis is None else theta[:, :-1] @ basis.T
+    w, a, s, nu, xi = (t.numpy() for t in (w, a, s, nu, xi))
+    b = np.array([libsvm_intercept(x @ w[p], y, a[p], c[p], (s[p] < a[p]) & (xi[p] < nu[p]))
+                  for p in range(len(c))])
+    return w, b, ipm.n_iter
