@@ -145,9 +145,11 @@ def _line(message: str) -> None:
     print(f"[spurlab {now - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def progress(iterable: Iterable[T], description: str = "", total: int | None = None) -> Iterator[T]:
+def progress(iterable: Iterable[T], description: str = "", total: int | None = None,
+             each: bool = False) -> Iterator[T]:
     """Iterate with a rich progress bar on a terminal; elsewhere a timed line at a tenth of the way at most every
-    ``LINE_EVERY_S`` seconds (short loops stay silent); silently with ``--quiet``."""
+    ``LINE_EVERY_S`` seconds (short loops stay silent), or after every item with ``each=True`` (the steps of a
+    command, e.g. a sweep's runs); silently with ``--quiet``."""
     mode = progress_mode()
     if mode == "off":
         yield from iterable
@@ -164,7 +166,7 @@ def progress(iterable: Iterable[T], description: str = "", total: int | None = N
     for item in iterable:
         yield item
         done += 1
-        if done % every == 0 and time.perf_counter() - _LINES["last"] >= LINE_EVERY_S:
+        if each or (done % every == 0 and time.perf_counter() - _LINES["last"] >= LINE_EVERY_S):
             _line(f"{description} {done}/{total or '?'}")
 
 

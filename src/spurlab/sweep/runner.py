@@ -58,7 +58,7 @@ def run_sweep(config: str | os.PathLike | dict[str, Any] | SweepConfig, out_dir:
         outcome = SweepOutcome(out_dir=Path(out_dir), planned=len(specs), skipped=len(specs) - len(todo))
         records = runner.run([s.to_dict() for s in todo])
         with contextlib.closing(records):
-            for record in progress(records, description=f"sweep {cfg.name}", total=len(todo)):
+            for record in progress(records, description=f"sweep {cfg.name}: runs done", total=len(todo), each=True):
                 store.write(record)
                 if record["status"] == "ok":
                     outcome.succeeded += 1
