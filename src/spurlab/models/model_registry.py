@@ -209,6 +209,8 @@ def as_model_spec(model: Any = "auto", **options: Any) -> ModelSpec:
     """
     options = {k: v for k, v in options.items() if v is not None}
     own = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
+    if isinstance(model, str) and model != "auto" and _names_a_file(model):
+        model = load_model_file(model)
     if isinstance(own.get("pretrained"), str):
         own["pretrained"] = own["pretrained"].lower() in ("1", "true", "yes")
     if isinstance(model, ModelSpec):
@@ -228,6 +230,13 @@ def split_model_options(params: dict[str, Any]) -> tuple[dict[str, Any], dict[st
         else:
             rest[key] = value
     return model, rest
+
+
+def _names_a_file(text: str) -> bool:
+    """A TorchScript file or ``pkg.module:factory`` (not a registered name or a library prefix)."""
+    if ":" in text:
+        return text.split(":", 1)[0] not in PREFIX_EXTRAS
+    return text not in MODELS and Path(text).expanduser().is_file()
 
 
 def make_model(name: str, input_shape: tuple[int, ...], n_classes: int, seed: int = 0, **options: Any) -> nn.Module:

@@ -190,13 +190,15 @@ def minority_of(ds: GroupedDataset) -> list[int]:
 
 
 def make_network(cfg: dict[str, Any], train: GroupedDataset, seed: int):
-    """``cfg["model"]``: a registered name (``auto``: flatcnn up to 32 px, else resnet), a factory,
-    a ModelSpec or your own nn.Module (a copy of it is trained)."""
+    """``cfg["model"]``: a registered name (``auto``: flatcnn up to 32 px, else resnet), a factory, a
+    TorchScript file or ``pkg.module:factory``, a ModelSpec or your own nn.Module (a copy of it is trained)."""
     model = cfg["model"]
-    if not isinstance(model, str):
-        return as_model_spec(model).build(train.input_shape, train.n_classes, seed=seed)
-    name = ("flatcnn" if train.x.shape[-1] <= 32 else "resnet") if model == "auto" else model
-    return make_model(name, train.input_shape, train.n_classes, seed=seed,
+    if model == "auto":
+        model = "flatcnn" if train.x.shape[-1] <= 32 else "resnet"
+    spec = as_model_spec(model)
+    if spec.kind != "name":
+        return spec.build(train.input_shape, train.n_classes, seed=seed)
+    return make_model(spec.model, train.input_shape, train.n_classes, seed=seed,
                       channels=tuple(int(c) for c in cfg["channels"]) or None)
 
 

@@ -166,9 +166,9 @@ class Retrainer:
 
         cfg = self.config or TrainConfig()
         cfg = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + seed_offset})
-        shape = tuple(x.shape[1:])
-        model = (make_model(self.model, shape, n_classes, seed=cfg.seed, **(self.model_options or {}))
-                 if isinstance(self.model, str) else as_model_spec(self.model).build(shape, n_classes, seed=cfg.seed))
+        shape, spec = tuple(x.shape[1:]), as_model_spec(self.model)
+        model = (make_model(spec.model, shape, n_classes, seed=cfg.seed, **(self.model_options or {}))
+                 if spec.kind == "name" else spec.build(shape, n_classes, seed=cfg.seed))
         fit(model, x, y, cfg, sample_weights=sample_weights)
         return model
 
