@@ -10,6 +10,10 @@ from spurlab.report.plots import finish_axes, panel_row, plt
 HEADLINE_COLUMNS = {"svm_cv_balanced_acc": "svm_cv_bal_acc", "error_auroc": "error_auroc",
                     "minority_share_of_errors": "minority_share_of_errors",
                     "flag_minority_precision": "flag_minority_precision", "minority_recall": "minority_recall",
+                    "pooled_minority_share_of_errors": "pooled_minority_share_of_errors",
+                    "pooled_flag_minority_precision": "pooled_flag_minority_precision",
+                    "pooled_minority_recall": "pooled_minority_recall", "caption_accuracy": "caption_acc",
+                    "clip_caption_accuracy": "clip_caption_acc",
                     "worst_group_acc": "worst_group_acc", "accuracy": "accuracy"}
 
 

@@ -10,7 +10,12 @@ swept as in the paper). Per correlation and seed:
    on the validation split (same distribution as train) and evaluated on the pool:
    ``svm_cv_balanced_acc``, ``error_auroc``, ``flag_minority_precision``,
    ``minority_recall`` (and the minority's share of the errors, the baseline precision);
-3. interventions retrain the model and report test (group-balanced) accuracies:
+   the same metrics pooled over classes (``pooled_*``, how the paper reports its 89.9% / 84.7%);
+3. each direction is captioned: the attribute captioner always (from the known spurious attribute of the
+   validation examples), and CLIP templates when ``clip_checkpoint`` names a local checkpoint (a ``clip``
+   embedder then joins); ``caption_accuracy`` (``clip_caption_accuracy``) is the share of classes
+   whose top failure caption names a minority attribute value (one that disagrees with the class);
+4. interventions retrain the model and report test (group-balanced) accuracies:
    upweighting flagged training examples (``svm_overweight``/``svm_balanced``/``svm_soft``)
    against ``confidence`` and ``oracle_groups`` weights, and adding ``k_select`` pool
    examples per class chosen by the SVM (``select_svm``) against ``select_confidence`` and
@@ -21,19 +26,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.errors import SpurlabError
 from spurlab.params import Interval, NumberList, OptionList, positive_int, probability
-from spurlab.models.embedders import EfficientNetLite0Embedder, PenultimateEmbedder
+from spurlab.models.embedders import EfficientNetLite0Embedder, HFClipEncoder, PenultimateEmbedder
+from spurlab.probes.captions import AttributeCaptioner, CaptionScorer
 from spurlab.probes.directions import FailureDirections
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.failure_directions.directions_figures import add_figures, headline_table
 from spurlab.train.engines import upweighting as iv
 from spurlab.train.trainer import TrainConfig, predict
 
-EMBEDDERS = ("own", "efficientnet-lite0")
+EMBEDDERS = ("own", "efficientnet-lite0", "clip")
 UPWEIGHTING = ("erm", "svm_overweight", "svm_balanced", "svm_soft", "confidence", "oracle_groups")
 SELECTION = ("select_svm", "select_confidence", "select_random")
 SVM_INTERVENTIONS = ("svm_overweight", "svm_balanced", "svm_soft", "select_svm")
@@ -41,6 +48,8 @@ DIRECTION_METRICS = {"cv_balanced_acc": "svm_cv_balanced_acc", "error_auroc": "e
                      "flag_minority_precision": "flag_minority_precision", "minority_recall": "minority_recall",
                      "minority_share_of_errors": "minority_share_of_errors", "error_rate": "error_rate",
                      "flagged_fraction": "flagged_fraction"}
+POOLED_METRICS = ("error_auroc", "flag_minority_precision", "minority_recall", "minority_share_of_errors",
+                  "flagged_fraction")
 GROUP_METRICS = ("worst_group_acc", "accuracy", "mean_group_acc")
 
 
@@ -68,13 +77,15 @@ class FailureDirectionsStudy(Study):
             "epochs": 8 if quick else 20,
             "lr": 1e-3,
             "batch_size": 128,
-            "embedders": list(EMBEDDERS),
-            "intervention_embedders": ["efficientnet-lite0"] if quick else list(EMBEDDERS),
+            "embedders": ["own", "efficientnet-lite0"],
+            "intervention_embedders": ["efficientnet-lite0"] if quick else ["own", "efficientnet-lite0"],
+            "clip_checkpoint": None,  # a local CLIP folder: adds the "clip" embedder and template captions
+            "caption_vocabulary": "digits",
             "effnet_image_size": 32 if quick else 64,
             "interventions": list(UPWEIGHTING + SELECTION),
             "upweight": 2.0,
             "k_select": 40 if quick else 150,
-            "n_seeds": 1 if quick else 3,
+            "n_seeds": 3,
         }
 
     # Declared bounds (checked by run_study before validate, each refusal naming its key).
@@ -92,11 +103,16 @@ class FailureDirectionsStudy(Study):
 
     def validate(self, config: dict[str, Any]) -> None:
         super().validate(config)
+        if "clip" in config["embedders"] and not config.get("clip_checkpoint"):
+            raise SpurlabError("the clip embedder needs a local checkpoint",
+                               hint="--set clip_checkpoint=/path/to/clip (a Hugging Face CLIP folder)")
         _check_subset("intervention_embedders", config["intervention_embedders"], config["embedders"])
         get_entry(config["dataset"])
 
     def run(self, ctx: StudyContext) -> StudyResult:
-        cfg = ctx.config
+        cfg = dict(ctx.config)
+        if cfg.get("clip_checkpoint") and "clip" not in cfg["embedders"]:
+            cfg["embedders"] = [*cfg["embedders"], "clip"]
         result = StudyResult()
         top = max(float(p) for p in cfg["correlation"])
         histograms: dict[str, dict[str, np.ndarray]] = {}
@@ -145,6 +161,8 @@ def build_splits(cfg: dict[str, Any], p: float, seed: int) -> tuple[GroupedDatas
 def make_embedder(name: str, model, cfg: dict[str, Any], device: str):
     if name == "own":
         return PenultimateEmbedder(model, device=device)
+    if name == "clip":
+        return HFClipEncoder(cfg["clip_checkpoint"], device=device)
     return EfficientNetLite0Embedder(image_size=int(cfg["effnet_image_size"]), batch_size=128, device=device)
 
 
@@ -161,14 +179,20 @@ def run_one(result: StudyResult, cfg: dict[str, Any], p: float, seed: int, devic
     histograms = {}
     scores = {}
     for name in cfg["embedders"]:
-        embed = make_embedder(name, base, cfg, device).embed
+        embedder = make_embedder(name, base, cfg, device)
+        embed = embedder.embed
         emb = {"train": embed(train.x), "val": embed(val.x), "pool": embed(pool.x)}
         directions = FailureDirections(seed=seed, device=device).fit(emb["val"], val.y, val_pred,
                                                                      train_embeddings=emb["train"])
-        table = directions.evaluate(emb["pool"], pool.y, pool_pred, minority=pool.is_minority())
+        table = directions.evaluate(emb["pool"], pool.y, pool_pred, minority=pool.is_minority(), pooled=True)
         mean = table[table["name"] == "mean"].iloc[0]
+        pooled = table[table["name"] == "pooled"].iloc[0]
         for column, metric in DIRECTION_METRICS.items():
             result.add("directions", metric, mean[column], seed, embedder=name, **params)
+        for column in POOLED_METRICS:
+            result.add("directions", f"pooled_{column}", pooled[column], seed, embedder=name, **params)
+        add_caption_rows(result, directions, emb["val"], val, cfg, seed, name, params,
+                         embedder if name == "clip" else None)
         for c, reason in directions.skipped_.items():
             result.notes.append(f"correlation {p}, seed {seed}, {name}: class {c} skipped ({reason})")
         pool_dv = directions.decision_function(emb["pool"], pool.y)
@@ -176,6 +200,36 @@ def run_one(result: StudyResult, cfg: dict[str, Any], p: float, seed: int, devic
         scores[name] = (directions.decision_function(emb["train"], train.y), pool_dv)
     run_interventions(result, cfg, (train, pool, test), base, scores, retrainer, seed, params, device)
     return histograms
+
+
+def minority_attributes(data: GroupedDataset, label: int) -> set[str]:
+    """Attribute names of a class's minority: every value but the one that agrees with the class."""
+    return {str(name) for a, name in enumerate(data.attr_names) if a != label}
+
+
+def caption_accuracy(described: dict[int, dict], correct) -> float:
+    """Share of described classes whose top failure caption passes ``correct(class, caption)``."""
+    hits = [bool(entry["failure"]) and correct(c, str(entry["failure"][0]["caption"]))
+            for c, entry in described.items()]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def add_caption_rows(result, directions, val_emb, val: GroupedDataset, cfg, seed, embedder, params, encoder) -> None:
+    """Caption accuracy against the planted attribute: the attribute captioner, and CLIP templates if given."""
+    metadata = pd.DataFrame({"attribute": [str(val.attr_names[a]) for a in val.a]})
+    described = directions.describe(AttributeCaptioner(val_emb, val.y, metadata), k=1)
+    accuracy = caption_accuracy(described, lambda c, text: text.split("=", 1)[-1] in minority_attributes(val, c))
+    result.add("directions", "caption_accuracy", accuracy, seed, embedder=embedder, **params)
+    if encoder is None:
+        return
+    names = [str(n) for n in val.class_names] if getattr(val, "class_names", ()) else None
+    described = directions.describe(CaptionScorer(encoder, vocabulary=cfg["caption_vocabulary"]), names, k=1)
+
+    def names_a_minority_colour(c: int, text: str) -> bool:
+        return any(value.split("=")[-1] in text.split() for value in minority_attributes(val, c))
+
+    result.add("directions", "clip_caption_accuracy", caption_accuracy(described, names_a_minority_colour), seed,
+               embedder=embedder, **params)
 
 
 def run_interventions(result, cfg, data, base, scores, retrainer, seed, params, device) -> None:
