@@ -7,6 +7,8 @@ tests for free:
   gives the same predictions, a bad hyper-parameter is refused at construction with its name;
 * datasets that need no files: load with their defaults, every split is a well-formed grouped dataset, the
   same seed gives the same arrays, a bad parameter is refused with its name;
+* networks that need no weight files: built by name for images and vectors, the logits have one column per
+  class, the same seed gives the same weights, an unknown option is refused with its name;
 * studies: a quick run with the smallest settings (``SMOKE`` below; a study without an entry runs its plain
   quick configuration) follows the results contract, the same seed gives the same results.csv, a bad parameter
   is refused with its name.
@@ -24,6 +26,7 @@ import pytest
 from spurlab.data.dataset_registry import dataset_entries, load_splits
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.models.model_registry import MODELS, as_model_spec, make_model
 from spurlab.studies.study_base import RESULT_COLUMNS, get_study, run_study, study_registry
 from spurlab.train.methods import get_method, get_method_class, method_registry
 
@@ -53,6 +56,7 @@ SMOKE: dict[str, dict] = {
 METHODS = sorted(method_registry())
 FILE_FREE = sorted(name for name, entry in dataset_entries().items() if not entry.needs_files)
 STUDIES = sorted(study_registry())
+MODEL_NAMES = sorted(name for name, entry in MODELS.entries().items() if not entry.pretrained_default)
 
 
 def refused_values(constraint) -> list:
@@ -122,6 +126,23 @@ def test_method_refuses_bad_hyper_parameters_by_name(name):
             checked += 1
     assert checked or not space, f"method {name!r}: no hyper-parameter declares a constraint"
     assert_refused_by_name(lambda: get_method(name, epochs=0), "epochs", 0)
+
+
+# ------------------------------------------------------------------ networks that need no weight files
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_builds_seeded_and_refuses_unknown_options(name, one_thread):
+    import torch
+
+    shapes = [(3, 16, 16)] if MODELS.get(name).inputs == "images" else [(3, 16, 16), (20,)]
+    for shape in shapes:
+        first, again = make_model(name, shape, 3, seed=5), make_model(name, shape, 3, seed=5)
+        x = torch.rand(4, *shape)
+        with torch.no_grad():
+            logits = first.eval()(x)
+            assert logits.shape == (4, 3)
+            torch.testing.assert_close(logits, again.eval()(x))
+    assert_refused_by_name(lambda: as_model_spec(name, no_such_option=1).build(shapes[0], 3, seed=0),
+                           "no_such_option", 1)
 
 
 # ------------------------------------------------------------------ datasets that need no files
