@@ -258,6 +258,11 @@ def test_distance_from_init_is_also_compared_at_equal_steps():
     assert table.loc[150, "steps"] > table.loc[30, "steps"]        # more points take more steps to fit ...
     assert np.all(np.isfinite(table["w_dist_equal_steps"]))        # ... so the norm is also read at step 40
     assert np.all(table["w_dist_equal_steps"] <= table["w_dist_from_init"] + 1e-9)
+    auto, _ = images_experiment(["digits"], ["mlp"], ["norm"], [0], image_spec(norm_steps=0), n_maj=0, n_mins=[],
+                                n_unique=0, ps=[], norm_ns=[150, 30], n_test=100)
+    table = auto.pivot_table(index="n", columns="metric", values="value")
+    assert np.all(table["equal_steps"] == table.loc[30, "steps"])  # read where the smallest set has fitted
+    assert table.loc[30, "w_dist_equal_steps"] == table.loc[30, "w_dist_from_init"]
 
 
 def test_convnet_learns_the_digits_not_only_the_patch(data_dir):
@@ -348,6 +353,6 @@ def test_study_contract_files(tmp_path):
     assert "Headline numbers" in html and html.count("data:image/png;base64") == 3
     assert not result.headline.empty
     for bad in ({"stat_p": [0.3]}, {"experiments": ["nope"]}, {"label": "y"}, {"geo_n_min": [0]},
-                {"image_optimizer": "rmsprop"}, {"image_norm_steps": 0}):
+                {"image_optimizer": "rmsprop"}, {"image_norm_steps": -1}):
         with pytest.raises(SpurlabError):
             run_study(STUDY, quick=True, device="cpu", overrides=bad, write=False)

@@ -118,7 +118,7 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 IMAGE_HEADLINE_METRICS = {"geometric": ("ood_acc", "majority_acc"), "statistical": ("ood_acc", "majority_acc"),
-                          "norm": ("w_dist_from_init", "steps", "w_dist_equal_steps")}
+                          "norm": ("w_dist_from_init", "steps", "w_dist_equal_steps", "equal_steps")}
 
 
 def _statistical_rows(stat: pd.DataFrame, experiment: str) -> list[tuple]:

@@ -67,7 +67,8 @@ class ImageSpec:
 
     ``lr``, ``batch_size``, ``optimizer`` (plain ``sgd`` by default, ``momentum`` 0),
     ``max_steps`` (cap of the train-until-fitted loop) and ``norm_steps`` (the common
-    step count at which the ``norm`` mode compares ``||W - W0||``)."""
+    step count at which the ``norm`` mode compares ``||W - W0||``; 0 = the number of
+    steps the smallest n needed to fit, so that every run is read at that step)."""
 
     spurious: str = "patch"
     B: float = 1.0
@@ -76,7 +77,7 @@ class ImageSpec:
     optimizer: str = "sgd"
     momentum: float = 0.0
     max_steps: int = 20_000
-    norm_steps: int = 300
+    norm_steps: int = 0
     mlp_hidden: tuple[int, ...] = (256, 128)
     cnn_channels: tuple[int, ...] = (16, 32, 64)
     duplication: str = "copies"
@@ -93,9 +94,9 @@ class ImageSpec:
         if self.optimizer not in IMAGE_OPTIMIZERS:
             raise SpurlabError(f"unknown image optimizer {self.optimizer!r}",
                                hint=f"use one of {', '.join(IMAGE_OPTIMIZERS)} (plain sgd is the paper's GD)")
-        if not 0 < self.norm_steps <= self.max_steps:
-            raise SpurlabError(f"image_norm_steps must lie in [1, image_max_steps={self.max_steps}], "
-                               f"got {self.norm_steps}")
+        if not 0 <= self.norm_steps <= self.max_steps:
+            raise SpurlabError(f"image_norm_steps must lie in [0, image_max_steps={self.max_steps}] "
+                               f"(0: the steps the smallest n needs to fit), got {self.norm_steps}")
 
     def fit_config(self, seed: int, min_steps: int = 0) -> FitConfig:
         return FitConfig(lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer, momentum=self.momentum,
@@ -246,12 +247,18 @@ def images_experiment(datasets: Sequence[str], models: Sequence[str], modes: Seq
             notes += [n for n in pool.notes if n not in notes]
             plans = {"geometric": lambda: geometric_sets(pool, n_maj, n_mins, seed),
                      "statistical": lambda: statistical_sets(pool, n_unique, ps, seed),
-                     "norm": lambda: norm_sets(pool, norm_ns, seed)}
+                     "norm": lambda: norm_sets(pool, sorted(norm_ns), seed)}
+            equal_steps = {m: spec.norm_steps for m in models}  # norm mode; 0 until the smallest n has fitted
             for mode in modes:
                 for setting, idx, a, weights in plans[mode]():
                     for model_name in models:
-                        equal = spec.norm_steps if mode == "norm" else 0
+                        equal = equal_steps[model_name] if mode == "norm" else 0
                         metrics = train_and_measure(pool, idx, a, weights, model_name, spec, int(seed), equal)
+                        if mode == "norm" and not equal:
+                            equal_steps[model_name] = int(metrics["steps"])
+                            metrics["w_dist_equal_steps"] = metrics["w_dist_from_init"]
+                        if mode == "norm":
+                            metrics["equal_steps"] = float(equal_steps[model_name])
                         if not metrics["fitted"]:
                             notes.append(f"NOT FITTED: {name}/{model_name} {mode} {_setting_label(mode, setting)} "
                                          f"seed {seed}: unique-set train accuracy {metrics['train_acc']:.3f} "

@@ -51,13 +51,14 @@ class OodFailureModes(Study):
     # Declared bounds (checked by run_study before validate, each refusal naming its key).
     parameter_constraints = {
         **{key: positive_int() for key in ("n_seeds", "image_n_seeds", "D", "stat_D", "geo_n_maj", "stat_n_unique",
-                                           "stat_steps", "stat_logged", "image_max_steps", "image_norm_steps",
-                                           "image_batch_size", "image_n_test", "geo_n_test", "table_steps",
+                                           "stat_steps", "stat_logged", "image_max_steps", "image_batch_size",
+                                           "image_n_test", "geo_n_test", "table_steps",
                                            "stat_hd_D")},
         **{key: Interval(float, 0, None, closed="neither") for key in ("margin", "B", "stat_margin", "stat_lr",
                                                                       "image_B", "image_lr", "table_B", "table_lr",
                                                                       "stat_hd_margin")},
         "image_momentum": Interval(float, 0, 1, closed="left"),
+        "image_norm_steps": Interval(int, 0, None),  # 0: the steps the smallest n needs to fit
         # p: the majority share after duplicating majority points
         **{key: NumberList(Interval(float, 0.5, 1, closed="left"), min_len=0) for key in ("stat_p", "image_p",
                                                                                           "table_p")},
@@ -99,7 +100,7 @@ class OodFailureModes(Study):
             "image_n_test": _quick_or_full(q, 500, 5000),
             # plain SGD until every unique training point is fitted (image_max_steps caps a run)
             "image_optimizer": "sgd", "image_lr": 0.1, "image_momentum": 0.0, "image_batch_size": 32,
-            "image_max_steps": _quick_or_full(q, 8000, 200_000), "image_norm_steps": _quick_or_full(q, 300, 2000),
+            "image_max_steps": _quick_or_full(q, 8000, 200_000), "image_norm_steps": 0,
             "image_mlp_hidden": _quick_or_full(q, [128], [256, 128]),
             "image_cnn_channels": _quick_or_full(q, [8, 16, 32], [16, 32, 64]),
             "image_duplication": "copies",
