@@ -60,7 +60,8 @@ class DirectionsFindings:
     def class_nothing_found(self) -> dict[str, str]:
         """Class name -> why that class's direction found nothing."""
         out = {}
-        for row in self.table[self.table["name"] != "mean"].to_dict("records"):
+        per_class = self.table["class"] >= 0 if "class" in self.table else self.table["name"] != "mean"
+        for row in self.table[per_class].to_dict("records"):
             reason = nothing_found_reason(row.get("error_auroc"), row.get("minority_recall"),
                                           row.get("flag_minority_precision"))
             if reason:

@@ -11,6 +11,9 @@ def _histogram_panel(ax, series: dict[str, np.ndarray], title: str, title_size: 
     finite = [np.asarray(v, dtype=np.float64)[np.isfinite(v)] for v in series.values()]
     values = np.concatenate(finite) if finite else np.empty(0)
     bins = np.linspace(values.min(), values.max(), 40) if values.size and values.min() < values.max() else 20
+    if not values.size:
+        ax.text(0.5, 0.5, "no decision values\n(the class has no direction)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9, color="#556")
     for name, f in zip(series, finite, strict=True):
         if f.size:
             ax.hist(f, bins=bins, alpha=0.55, density=True, label=f"{name} (n={f.size})")

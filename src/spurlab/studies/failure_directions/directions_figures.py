@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spurlab.report.direction_plots import plot_decision_histogram
+from spurlab.report.direction_plots import plot_decision_histograms
 from spurlab.report.plots import finish_axes, panel_row, plt
 
 HEADLINE_COLUMNS = {"svm_cv_balanced_acc": "svm_cv_bal_acc", "error_auroc": "error_auroc",
@@ -80,7 +80,8 @@ def add_figures(result, frame: pd.DataFrame, histograms: dict, correlation: floa
         result.add_figure("flags", plot_flags(frame),
                           "Left: share of flagged pool examples that are minority (a != y), against the "
                           "minority's share of the model's errors. Right: minority recall and error AUROC.")
-    for embedder, series in histograms.items():
+    for embedder, per_class in histograms.items():
         result.add_figure(f"decision_values_{embedder}",
-                          plot_decision_histogram(series, f"{embedder} directions, p = {correlation}: pool"),
-                          "Decision values of pool examples under their class SVM, by group.")
+                          plot_decision_histograms(per_class, f"{embedder} directions, p = {correlation}: pool"),
+                          "Decision values of pool examples under their class SVM, by group; one panel per class "
+                          "on its own scale.")

@@ -115,7 +115,7 @@ class FailureDirectionsStudy(Study):
             cfg["embedders"] = [*cfg["embedders"], "clip"]
         result = StudyResult()
         top = max(float(p) for p in cfg["correlation"])
-        histograms: dict[str, dict[str, np.ndarray]] = {}
+        histograms: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for k in range(int(cfg["n_seeds"])):
             seed = ctx.seed + k
             for p in cfg["correlation"]:
@@ -196,7 +196,10 @@ def run_one(result: StudyResult, cfg: dict[str, Any], p: float, seed: int, devic
         for c, reason in directions.skipped_.items():
             result.notes.append(f"correlation {p}, seed {seed}, {name}: class {c} skipped ({reason})")
         pool_dv = directions.decision_function(emb["pool"], pool.y)
-        histograms[name] = {"majority": pool_dv[~pool.is_minority()], "minority": pool_dv[pool.is_minority()]}
+        # per class: each class has its own SVM, so decision values share no scale across classes
+        histograms[name] = {cls: {"majority": pool_dv[(pool.y == c) & ~pool.is_minority()],
+                                  "minority": pool_dv[(pool.y == c) & pool.is_minority()]}
+                            for c, cls in enumerate(pool.class_names)}
         scores[name] = (directions.decision_function(emb["train"], train.y), pool_dv)
     run_interventions(result, cfg, (train, pool, test), base, scores, retrainer, seed, params, device)
     return histograms
