@@ -220,3 +220,13 @@ def test_cifar_stays_uint8_in_memory(tmp_path):
     assert isinstance(test.subset(test.y == 0).x, UInt8Images)
     injected = load_splits("cifar10", data_dir=tmp_path, classes="3/8", spurious="patch", p=0.7)["train"]
     assert isinstance(injected.x, np.ndarray) and injected.x.dtype == np.float32  # injections draw in floats
+
+
+def test_metadata_columns_reach_the_attribute_captioner(folder):
+    from spurlab.audit.explain import attribute_metadata
+
+    root, frame = folder
+    val = _load(root)["val"]
+    described = attribute_metadata(val)
+    assert described["camera"].tolist() == frame.loc[frame["split"] == "val", "camera"].tolist()
+    assert described["spurious"].tolist() == frame.loc[frame["split"] == "val", "place"].tolist()
