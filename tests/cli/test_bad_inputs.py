@@ -6,6 +6,7 @@ behind in the case's folder. Inputs are tiny and every case fails before any tra
 """
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def make_inputs(root: Path) -> None:
     _npz(root / "attr_gaps.npz", embeddings=emb, labels=lab, spurious=np.array([0, 3, 0, 3, 3, 0]))
     _npz(root / "attr_text.npz", embeddings=emb, labels=lab, spurious=np.array(list("abcabc")))
     (root / "corrupt.parquet").write_bytes(b"PAR1 but nothing else")
+    idx = gzip.compress(bytes([0, 0, 8, 1]) + (6).to_bytes(4, "big") + bytes(6))
+    (root / "labels-idx1-ubyte.gz").write_bytes(idx[: len(idx) - 9])
+    (root / "garbage-idx1-ubyte.gz").write_bytes(b"<html>not found</html>")
+    (root / "empty-idx1-ubyte").write_bytes(b"")
+    (root / "header-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3, 0, 0]))
     (root / "empty.parquet").write_bytes(b"")
     pd.DataFrame({"emb_0": [0.0, 1.0], "labels": [0, 1]}).to_csv(root / "table.txt")
     (root / "afile").write_text("I am a file, not a folder\n")
@@ -265,6 +271,12 @@ def _read(name):
     return lambda root: read_embeddings_file(root / name)
 
 
+def _idx(name):
+    from spurlab.data.images import read_idx
+
+    return lambda root: read_idx(root / name)
+
+
 def _sets(*items):
     from spurlab.runs import parse_sets
 
@@ -303,6 +315,10 @@ API_CASES = [
     (_read("pickled.npz"), ["pickled.npz", "never unpickles"]),
     (_read("truncated.npz"), ["truncated.npz"]),
     (_read("corrupt.parquet"), ["corrupt.parquet"]),
+    (_idx("labels-idx1-ubyte.gz"), ["labels-idx1-ubyte.gz", "truncated"]),
+    (_idx("garbage-idx1-ubyte.gz"), ["garbage-idx1-ubyte.gz"]),
+    (_idx("empty-idx1-ubyte"), ["empty-idx1-ubyte", "empty"]),
+    (_idx("header-idx3-ubyte"), ["header-idx3-ubyte", "truncated"]),
     (lambda root: _sets("k=[1,"), ["k"]),
     (lambda root: _sets("k"), ["'k'", "key=value"]),
     (lambda root: _grouped(a=[0, 2, 0, 2], attr_names=("x", "y")), ["a has value 2", "attribute values"]),
