@@ -52,6 +52,7 @@ def test_make_model_is_seeded_and_auto_picks_by_input_shape():
     a, b = make_model("mlp", (5,), 2, seed=3), make_model("mlp", (5,), 2, seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert resolve_model_name("auto", (3, 8, 8)) == "cnn" and resolve_model_name("auto", (7,)) == "mlp"
+    assert resolve_model_name("auto", (3, 28, 28)) == "lenet"
 
 
 def test_bad_names_options_and_inputs_are_named():

@@ -13,7 +13,7 @@ def models() -> None:
     table = Table(title="spurlab models (--model NAME; options with --set)")
     for col in ("name", "inputs", "pretrained", "options (defaults)", "what it is"):
         table.add_column(col)
-    table.add_row("auto", "any", "no", "-", "cnn for images (C, H, W), mlp for vectors")
+    table.add_row("auto", "any", "no", "-", "lenet for images of at least 12 px, cnn for smaller ones, mlp for vectors")
     for entry in MODELS.entries().values():
         options = ", ".join(f"{k}={v}" for k, v in entry.options().items()) or "-"
         table.add_row(entry.name, entry.inputs, "yes" if entry.pretrained_default else "no", options, entry.summary)

@@ -44,6 +44,7 @@ from spurlab.models.penultimate import check_features
 from spurlab.registry import Registry
 
 FREEZE_MODES = ("none", "backbone")
+LENET_MIN_SIZE = 12  # images at least this many pixels a side get LeNet under model="auto"
 MODEL_OPTIONS = ("pretrained", "freeze", "feature_layer")
 # Library prefixes (``torchvision:<arch>``): the pip extra that provides each library.
 PREFIX_EXTRAS = {"torchvision": "spurlab[torchvision]", "timm": "spurlab[timm]"}
@@ -106,9 +107,14 @@ def model_help() -> str:
 
 
 def resolve_model_name(model: str, input_shape: tuple[int, ...]) -> str:
-    """``auto`` is a CNN on images (C, H, W), else an MLP; other names are checked and returned."""
+    """``auto`` (the one place it is decided): LeNet on images (C, H, W) of at least ``LENET_MIN_SIZE``
+    pixels a side, the small CNN on smaller images, an MLP on vectors. Other names are checked."""
     if model == "auto":
-        return "cnn" if len(input_shape) == 3 else "mlp"
+        if len(input_shape) != 3:
+            return "mlp"
+        # LeNet's flattened map keeps an object's shape in its 84 features (what DFR retrains on);
+        # the small CNN's global pooling keeps little besides a background colour.
+        return "lenet" if min(input_shape[1:]) >= LENET_MIN_SIZE and "lenet" in MODELS else "cnn"
     prefix = model.split(":", 1)[0] if ":" in model else None
     if prefix in PREFIX_EXTRAS:
         return model

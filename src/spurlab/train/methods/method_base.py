@@ -38,14 +38,13 @@ from spurlab.train.methods.selection import EpochSelector, resolve_criterion
 from spurlab.train.trainer import BatchLoss, Sampler, TrainConfig, fit, predict_logits
 from spurlab.utils import resolve_device, seed_everything
 
-LENET_MIN_SIZE = 12  # images at least this many pixels on a side get LeNet under model="auto"
 SETTING_CONSTRAINTS = {"epochs": positive_int(), "seed": Interval(int, 0, None)}
 
 
 def resolve_model_name(model, input_shape: tuple[int, ...]) -> str:
-    """How runs name the network a method (or the audit) trains: a registered name (``auto``: a CNN on
-    images (C, H, W), else an MLP; see :mod:`spurlab.models.model_registry`), or the label of a factory
-    or of your own module."""
+    """How runs name the network a method (or the audit) trains: a registered name (``auto``: LeNet on
+    images of at least 12 px, the small CNN on smaller ones, an MLP on vectors; see
+    :func:`spurlab.models.model_registry.resolve_model_name`), or the label of a factory or of your module."""
     spec = as_model_spec(model)
     return registered_model_name(spec.model, tuple(input_shape)) if spec.kind == "name" else spec.label
 
@@ -146,12 +145,7 @@ class Method(ABC):
         return train, val
 
     def _resolve_model_name(self, train: GroupedDataset) -> str:
-        shape = tuple(train.input_shape)
-        if self.model == "auto" and len(shape) == 3 and min(shape[1:]) >= LENET_MIN_SIZE:
-            # LeNet's flattened map keeps the digit's shape in its 84 features (DFR retrains on them);
-            # the small CNN's global pooling keeps little besides a background colour.
-            return "lenet"
-        return resolve_model_name(self.model, shape)
+        return resolve_model_name(self.model, tuple(train.input_shape))
 
     # ------------------------------------------------------------ helpers for subclasses
     def new_model(self, input_shape: tuple[int, ...], seed_offset: int = 0) -> nn.Module:
