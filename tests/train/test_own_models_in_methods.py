@@ -92,6 +92,21 @@ def test_a_named_layer_gives_dfr_its_features(splits, one_thread):
     assert fitted.evaluate(splits["test"])["accuracy"] > 0.6
 
 
+@pytest.mark.parametrize("method", ["reweight", "groupdro"])
+def test_head_only_methods_train_on_cached_features_of_a_frozen_backbone(splits, method, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPURLAB_CACHE", str(tmp_path))
+    spec = ModelSpec(factory, freeze="backbone")
+    torch.manual_seed(0)
+    backbone = factory((3,), 2)  # what the spec builds with seed 0
+    runs = [get_method(method, model=spec, epochs=3, seed=0, device="cpu", lr=1e-2).fit(splits) for _ in range(2)]
+    assert runs[0].features_from_cache_ == {"train": False, "val": False}
+    assert runs[1].features_from_cache_ == {"train": True, "val": True}
+    model = runs[1].model_
+    assert isinstance(model, TwoLayer) and torch.equal(model.body[1].weight, backbone.body[1].weight)
+    assert not torch.equal(model.head.weight, backbone.head.weight)  # only the head trained
+    torch.testing.assert_close(model.head.weight, runs[0].model_.head.weight)
+
+
 def test_efficientnet_lite0_frozen_with_dfr_on_a_waterbirds_replica_reuses_cached_features(tmp_path, monkeypatch):
     """End to end on WILDS-layout JPEGs: the second fit takes every feature from the cache."""
     monkeypatch.setenv("SPURLAB_CACHE", str(tmp_path / "features"))
