@@ -357,9 +357,9 @@ class SpuriousMemorizationStudy(Study):
                 params = k if model == "rf" else k * d
                 if k and params <= n_max:
                     raise SpurlabError(
-                        f"{prefix}{model}_k={k} gives {params} parameters for N up to {n_max}: the "
+                        f"{prefix}{model}_k={k} gives {params} parameters for {prefix}N up to {n_max}: the "
                         f"minimum-norm interpolator needs more parameters than training points",
-                        hint=f"raise {prefix}{model}_k, lower the largest N, or set ridge > 0")
+                        hint=f"raise {prefix}{model}_k, lower the largest {prefix}N, or set ridge > 0")
 
     def run(self, ctx: StudyContext) -> StudyResult:
         runners = {"synthetic": run_synthetic, "alignment": run_alignment, "images": run_images,
