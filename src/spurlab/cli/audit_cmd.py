@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from spurlab.cli._console import DataDir, SetOpt, console, fail, frame_table, parse_sets
+from spurlab.cli._console import (DataDir, ImageRootOpt, LabelOpt, SetOpt, SpuriousOpt, TableOpt, console, fail,
+                                  frame_table, parse_sets, table_dataset)
 from spurlab.errors import SpurlabError
 from spurlab.runs import check_out_dir
 
@@ -20,12 +21,10 @@ def audit(dataset: Optional[str] = typer.Option(None, "--dataset", help="A regis
                                                 "(default spurious-digits)."),
           embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Audit your own model from an "
                                                     ".npz/.parquet of embeddings, labels and predictions."),
-          table: Optional[Path] = typer.Option(None, "--table", help="Your own images: a CSV/parquet table of "
-                                               "image paths, labels and a spurious attribute (dataset image-table)."),
-          image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the table's relative paths "
-                                                    "start from (default: the table's folder)."),
-          label: Optional[str] = typer.Option(None, "--label", help="Label column of --table (default 'label')."),
-          spurious: Optional[str] = typer.Option(None, "--spurious", help="Spurious-attribute column of --table."),
+          table: Optional[Path] = TableOpt,
+          image_root: Optional[Path] = ImageRootOpt,
+          label: Optional[str] = LabelOpt,
+          spurious: Optional[str] = SpuriousOpt,
           out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/audit-TIME)."),
           quick: bool = typer.Option(False, "--quick", help="A first look: fewer methods, seeds and epochs."),
           model: str = typer.Option("auto", "--model", help=MODEL_HELP),
@@ -65,22 +64,3 @@ def audit(dataset: Optional[str] = typer.Option(None, "--dataset", help="A regis
                       f"± {method['worst_group_acc_std']:.3f}   mean-group {method['mean_group_acc']:.3f}")
     console.print(report.verdict, markup=False)
     console.print(f"report: {report.out_dir / 'report.html'}", markup=False)
-
-
-def table_dataset(dataset: str | None, params: dict, embeddings: Path | None, table: Path | None,
-                  image_root: Path | None, label: str | None, spurious: str | None) -> tuple[str, dict]:
-    """``--table/--image-root/--label/--spurious`` as the ``image-table`` dataset and its parameters."""
-    if table is None:
-        given = [flag for flag, value in (("--image-root", image_root), ("--label", label), ("--spurious", spurious))
-                 if value is not None]
-        if given:
-            raise SpurlabError(f"{', '.join(given)} only apply together with --table FILE",
-                               hint="spurlab audit --table table.csv --image-root DIR --label COL --spurious COL")
-        return dataset or "spurious-digits", params
-    others = [flag for flag, value in (("--dataset", dataset), ("--embeddings", embeddings)) if value is not None]
-    if others:
-        raise SpurlabError(f"--table cannot be combined with {' or '.join(others)}: it is the dataset",
-                           hint="give one of --table FILE, --dataset NAME or --embeddings FILE")
-    columns = {"table": str(table), "image_root": None if image_root is None else str(image_root),
-               "label": label, "spurious": spurious}
-    return "image-table", {**params, **{k: v for k, v in columns.items() if v is not None}}

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from spurlab.cli._console import DataDir, SetOpt, console, fail, parse_sets
+from spurlab.cli._console import (DataDir, ImageRootOpt, LabelOpt, SetOpt, SpuriousOpt, TableOpt, console, fail,
+                                  parse_sets, table_dataset)
 from spurlab.errors import SpurlabError
 from spurlab.runs import check_out_file
 
@@ -17,13 +18,12 @@ MODEL_HELP = ("Your trained model (a TorchScript file from torch.jit.save, embed
 
 def embed(out: Path = typer.Option(..., "--out", help="The embeddings file to write (.npz or .parquet)."),
           model: str = typer.Option(..., "--model", help=MODEL_HELP),
-          dataset: Optional[str] = typer.Option(None, "--dataset", help="A registered dataset."),
-          table: Optional[Path] = typer.Option(None, "--table", help="Your own images: a CSV/parquet table of "
-                                               "image paths, labels and a spurious attribute (dataset image-table)."),
-          image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the table's relative paths "
-                                                    "start from (default: the table's folder)."),
-          label: Optional[str] = typer.Option(None, "--label", help="Label column of --table (default 'label')."),
-          spurious: Optional[str] = typer.Option(None, "--spurious", help="Spurious-attribute column of --table."),
+          dataset: Optional[str] = typer.Option(None, "--dataset", help="A registered dataset "
+                                                "(default spurious-digits)."),
+          table: Optional[Path] = TableOpt,
+          image_root: Optional[Path] = ImageRootOpt,
+          label: Optional[str] = LabelOpt,
+          spurious: Optional[str] = SpuriousOpt,
           epochs: int = typer.Option(10, "--epochs", help="ERM epochs when the model is a name or a factory."),
           batch_size: int = typer.Option(256, "--batch-size", help="Images embedded per batch."),
           cache: Optional[Path] = typer.Option(None, "--cache", help="Feature-cache folder (default "
@@ -40,7 +40,7 @@ def embed(out: Path = typer.Option(..., "--out", help="The embeddings file to wr
     try:
         check_out_file(out)
         model_options, params = split_model_options(parse_sets(set_))
-        name, params = dataset_choice(dataset, table, image_root, label, spurious, params)
+        name, params = table_dataset(dataset, params, None, table, image_root, label, spurious)
         result = embed_dataset(name, model_from_text(model), out, data_dir=data_dir, seed=seed,
                                dataset_params=params, model_options=model_options, epochs=epochs,
                                batch_size=batch_size, device=device, cache=False if no_cache else cache)
@@ -51,20 +51,3 @@ def embed(out: Path = typer.Option(..., "--out", help="The embeddings file to wr
         source = "cache" if feats.from_cache else "computed"
         console.print(f"  {split:<6} {feats.features.shape[0]:>7} x {feats.features.shape[1]:<5} ({source})")
     console.print(f"wrote {result.path}  (next: spurlab directions --embeddings {result.path})", markup=False)
-
-
-def dataset_choice(dataset: str | None, table: Path | None, image_root: Path | None, label: str | None,
-                   spurious: str | None, params: dict) -> tuple[str, dict]:
-    """``--dataset NAME`` or ``--table FILE [--image-root --label --spurious]`` (dataset image-table)."""
-    table_flags = {"image_root": image_root, "label": label, "spurious": spurious}
-    if table is None:
-        given = [f"--{k.replace('_', '-')}" for k, v in table_flags.items() if v is not None]
-        if given:
-            raise SpurlabError(f"{', '.join(given)} only apply together with --table FILE")
-        if dataset is None:
-            raise SpurlabError("no data given", hint="pass --dataset NAME or --table FILE --label COL --spurious COL")
-        return dataset, params
-    if dataset is not None:
-        raise SpurlabError("--table and --dataset both name the data", hint="give one of them")
-    columns = {"table": str(table), **{k: str(v) if isinstance(v, Path) else v for k, v in table_flags.items()}}
-    return "image-table", {**params, **{k: v for k, v in columns.items() if v is not None}}
