@@ -25,8 +25,8 @@ from spurlab.errors import SpurlabError
 from spurlab.runs import parse_sets, parse_value
 from spurlab.studies.study_base import apply_overrides, check_config, get_study
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=20, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 SET_VALUES = st.one_of(
     st.text(max_size=12),
