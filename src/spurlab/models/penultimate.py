@@ -100,27 +100,21 @@ def batch_indices(n: int, batch_size: int):
 
 @torch.no_grad()
 def penultimate_features(model: nn.Module, x, batch_size: int = 512, device: str = "cpu",
-                         feature_layer: str | None = None, with_logits: bool = False):
-    """The model's penultimate features as float32 (N, D) (and its logits with ``with_logits``).
+                         feature_layer: str | None = None) -> np.ndarray:
+    """The model's penultimate features as float32 (N, D).
 
-    ``x`` is read one batch of indices at a time, never converted whole.
+    ``x`` is read one batch of indices at a time, never converted whole; the output is allocated
+    once (no list of batches concatenated at the end, which would hold the features twice).
     """
     fn = feature_function(model, feature_layer)
     model.eval().to(device)
-    feats, logits = [], []
-    head = getattr(model, "head", None) if not feature_layer else None
+    out: np.ndarray | None = None
     for idx in progress(batch_indices(len(x), batch_size), "penultimate features", total=-(-len(x) // batch_size)):
-        xb = float_batch(x[idx], device)
-        f = fn(xb)
-        feats.append(f.float().cpu().numpy())
-        if with_logits:
-            out = head(f) if isinstance(head, nn.Module) else model(xb)
-            logits.append(out.float().cpu().numpy())
-    n_dim = feats[0].shape[1] if feats else 0
-    features = np.concatenate(feats) if feats else np.empty((0, n_dim), np.float32)
-    if not with_logits:
-        return features
-    return features, (np.concatenate(logits) if logits else np.empty((0, 0), np.float32))
+        f = fn(float_batch(x[idx], device)).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(x), f.shape[1]), dtype=np.float32)
+        out[idx] = f
+    return out if out is not None else np.empty((0, 0), np.float32)
 
 
 class LinearHead(nn.Module):
