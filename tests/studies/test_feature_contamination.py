@@ -197,6 +197,30 @@ def test_relu_fails_under_larger_background_shift(theory_run):
     assert np.all(relu[1:] < linear[1:] - 0.3)  # s >= 2: well below the linear network
 
 
+def test_authors_toy_setting_is_reported_beside_the_theory_setting_with_its_fit():
+    """toy.py's defaults (non-linear core, logistic loss, AdamW, free output layer) grow the background
+    weights of tanh more than ReLU's; runs that do not fit their training set are named in the notes."""
+    overrides = {"experiments": ["activations", "activations_toy"], "n": 300, "n_test": 300, "d_core": 8,
+                 "d_bg": 8, "d_in": 64, "width": 64, "steps": 300, "lr": 0.04, "log_every": 100, "toy_steps": 200,
+                 "activations": ["relu", "sigmoid"], "toy_activations": ["relu", "tanh"]}
+    result, _ = run_study(STUDY, quick=True, seed=0, device="cpu", overrides=overrides, write=False)
+    frame = result.frame()
+    toy = frame[frame.experiment == "activations_toy"].pivot_table(index="activation", columns="metric",
+                                                                  values="value")
+    assert set(toy.index) == {"relu", "tanh"} and "train_acc" in toy
+    assert np.all(toy["bg_norm"] > 2 * toy["bg_norm_init"])        # every toy network grows its background
+    assert toy.loc["tanh", "bg_norm"] > toy.loc["relu", "bg_norm"]
+    theory = frame[frame.experiment == "activations"].pivot_table(index="activation", columns="metric",
+                                                                 values="value")
+    assert "train_acc" in theory and set(theory.index) == {"relu", "sigmoid"}
+    for experiment, table in (("activations", theory), ("activations_toy", toy)):
+        for act, acc in table["train_acc"].items():
+            assert (acc < 0.99) == any(n.startswith(f"UNDERTRAINED ({experiment}): {act} ") for n in result.notes)
+    headline = result.headline
+    assert {"activations_toy"} <= set(headline.experiment)
+    assert not headline[(headline.setting == "sigmoid") & (headline.metric == "train_acc")].empty
+
+
 def test_study_writes_the_contract_files(theory_run):
     frame, path = theory_run
     assert list(frame.columns[:4]) == ["experiment", "metric", "value", "seed"]

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from spurlab import SpurlabError
 from spurlab.data.synthetic import gaussian_core_spurious, signed, spurious_query
@@ -252,6 +253,28 @@ def test_fully_connected_net_trains_to_interpolation():
 
 
 # ------------------------------------------------------------------ the study
+def test_paper_network_setting_ten_classes_cross_entropy_and_step_schedule():
+    from spurlab.studies.spurious_memorization.memorization_networks import paper_fit_config, paper_net
+
+    cnn = paper_net("cnn", (1, 48, 48), 10, seed=0)
+    convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in cnn.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [16, 32] and [l.out_features for l in linears] == [256, 10]
+    assert linears[0].in_features == 32 * 12 * 12
+    cfg = {"nn_epochs": 1000, "nn_batch_size": 1024, "nn_lr": 1e-3, "nn_lr_step": 100, "nn_lr_gamma": 0.8}
+    fit = paper_fit_config(cfg, 5000, seed=0, device="cpu")
+    assert fit.optimizer == "adam" and fit.max_steps == 1000 * 5 and not fit.stop_when_fitted
+    assert (fit.lr_step_epochs, fit.lr_gamma) == (100, 0.8)
+    overrides = {"experiments": ["networks"], "nn_dataset": "digits", "frame_width": [2], "nn_N": [20, 200],
+                 "nn_epochs": 100, "nn_lr_step": 50, "n_image_test": 200, "nn_models": ["fc"]}
+    result, _ = run_study("spurious-memorization", quick=True, device="cpu", overrides=overrides, write=False)
+    table = result.frame().pivot_table(index="N", columns="metric", values="value")
+    assert np.all(table["chance_acc"] == 0.1) and np.all(table["train_acc"] == 1.0)
+    assert table.loc[20, "spurious_acc"] > 0.5 > 0.1                # the frame alone recalls the class
+    assert table.loc[200, "spurious_acc"] < table.loc[20, "spurious_acc"]
+    assert table.loc[200, "test_acc"] > table.loc[20, "test_acc"]
+
+
 def test_quick_study_writes_the_contract(tmp_path):
     overrides = {"experiments": ["synthetic", "alignment", "images", "networks"], "d": 60, "N": [5, 20, 40],
                  "rf_k": 400, "ntk_k": 5, "n_test": 50, "alignment_d": 30, "alignment_alpha": [0.25, 0.5],

@@ -172,6 +172,15 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
             if not sub.empty and metric in sub:
                 rows.append({"experiment": "activations", "setting": act, "metric": metric,
                              "value": float(sub[metric].iloc[0])})
+    for experiment in ("activations", "activations_toy"):  # every activation, with its training fit
+        table = _mean(frame, experiment, ["activation"])
+        for row in table.to_dict("records") if not table.empty else []:
+            if experiment == "activations" and row["activation"] in CONTRAST:
+                continue  # shown above
+            for metric in ("bg_norm_init", "bg_norm", "train_acc", "id_loss", "ood_loss", "ood_acc"):
+                if metric in row:
+                    rows.append({"experiment": experiment, "setting": row["activation"], "metric": metric,
+                                 "value": float(row[metric])})
     shift = _mean(frame, "shift", ["activation", "shift_scale"])
     for act in CONTRAST:
         sub = shift[shift["activation"] == act] if not shift.empty else shift

@@ -36,7 +36,7 @@ from spurlab.studies.feature_contamination.contamination_figures import add_figu
 from spurlab.utils import signed_labels
 from spurlab.train.engines.two_layer_trainer import LOSS_NAMES, OPTIMIZER_NAMES, TwoLayerTrainer, loss_values
 
-EXPERIMENTS = ("dynamics", "activations", "shift", "distillation", "padding")
+EXPERIMENTS = ("dynamics", "activations", "activations_toy", "shift", "distillation", "padding")
 TWO_LAYER_EXPERIMENTS = ("dynamics", "activations", "shift")
 TRAJECTORY_METRICS = ("train_loss", "train_acc", "id_loss", "id_acc", "ood_loss", "ood_acc", "core_norm",
                       "bg_norm", "activation_asymmetry")
@@ -83,18 +83,20 @@ def add_dynamics_rows(result: StudyResult, history) -> None:
                        **row_params(activation=row.activation, step=int(row.step)))
 
 
-def add_activation_rows(result: StudyResult, history, activations: list[str]) -> None:
+def add_activation_rows(result: StudyResult, history, activations: list[str],
+                        experiment: str = "activations") -> None:
     first, last = history["step"].min(), history["step"].max()
     for row in history[history["step"] == last].itertuples(index=False):
         if row.activation not in activations:
             continue
         start = history[(history["step"] == first) & (history["replica"] == row.replica)].iloc[0]
         params = row_params(activation=row.activation, step=int(row.step))
-        for metric in ("core_norm", "bg_norm", "id_loss", "ood_loss", "id_acc", "ood_acc", "activation_asymmetry"):
-            result.add("activations", metric, getattr(row, metric), row.seed, **params)
+        for metric in ("core_norm", "bg_norm", "train_loss", "train_acc", "id_loss", "ood_loss", "id_acc", "ood_acc",
+                       "activation_asymmetry"):
+            result.add(experiment, metric, getattr(row, metric), row.seed, **params)
         for metric in ("core_norm", "bg_norm"):
-            result.add("activations", f"{metric}_init", start[metric], row.seed, **params)
-            result.add("activations", f"{metric}_ratio", getattr(row, metric) / start[metric], row.seed, **params)
+            result.add(experiment, f"{metric}_init", start[metric], row.seed, **params)
+            result.add(experiment, f"{metric}_ratio", getattr(row, metric) / start[metric], row.seed, **params)
 
 
 @torch.no_grad()
@@ -125,8 +127,38 @@ def run_two_layer(ctx: StudyContext, result: StudyResult) -> None:
         add_dynamics_rows(result, history)
     if "activations" in exps:
         add_activation_rows(result, history, [str(a) for a in cfg["activations"]])
+        note_unfitted(result, history[history["activation"].isin([str(a) for a in cfg["activations"]])],
+                      "activations")
     if "shift" in exps:
         add_shift_rows(result, model, cfg, train.transform, ctx.seed, cfg["loss"])
+
+
+def toy_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The authors' toy default (``toy.py``): non-linear core, logistic loss, AdamW, trainable output layer."""
+    steps = int(cfg["toy_steps"])
+    return {**cfg, "core": cfg["toy_core"], "loss": cfg["toy_loss"], "optimizer": cfg["toy_optimizer"],
+            "lr": cfg["toy_lr"], "weight_decay": cfg["toy_weight_decay"], "frozen_output": cfg["toy_frozen_output"],
+            "steps": steps, "batch_size": 0, "log_every": max(1, steps // 10), "activations": cfg["toy_activations"],
+            "experiments": ["activations"]}
+
+
+def run_toy_activations(ctx: StudyContext, result: StudyResult) -> None:
+    """Every activation in the authors' toy default setting; rows under ``activations_toy``."""
+    cfg = toy_config(ctx.config)
+    with ctx.timed("two-layer training (authors' toy setting)"):
+        _, history, _ = train_two_layer(cfg, ctx.seed, ctx.device)
+    add_activation_rows(result, history, [str(a) for a in cfg["activations"]], experiment="activations_toy")
+    note_unfitted(result, history, "activations_toy")
+
+
+def note_unfitted(result: StudyResult, history, experiment: str, threshold: float = 0.99) -> None:
+    """Name every replica whose final training accuracy is below ``threshold``: its norms describe a net
+    that has not learned the task, so they say nothing about what training does to a fitted one."""
+    last = history[history["step"] == history["step"].max()]
+    for row in last.itertuples(index=False):
+        if row.train_acc < threshold:
+            result.notes.append(f"UNDERTRAINED ({experiment}): {row.activation} seed {row.seed} ends at train "
+                                f"accuracy {row.train_acc:.3f}, train loss {row.train_loss:.3f}")
 
 
 # ================================================================== the study
@@ -151,6 +183,10 @@ class FeatureContaminationStudy(Study):
             "lr": 1e-2 if quick else 1e-3, "momentum": 0.9, "weight_decay": 1e-3,
             "steps": 2000 if quick else 20_000, "batch_size": 0, "log_every": 100 if quick else 500,
             "n_seeds": 1, "activations": list(ACTIVATION_NAMES), "shift_scales": [1.0, 2.0, 4.0, 8.0, 16.0],
+            # activations_toy: the authors' toy.py defaults (20 000 full-batch AdamW steps: a GPU-sized run)
+            "toy_core": "nonlinear", "toy_loss": "logistic", "toy_optimizer": "adamw", "toy_lr": 1e-3,
+            "toy_weight_decay": 1e-3, "toy_frozen_output": False, "toy_steps": 300 if quick else 20_000,
+            "toy_activations": ["relu", "gelu", "sigmoid", "tanh"],
             # image experiments (distillation, padding)
             "image_dataset": "mnist", "classes": None, "data_dir": None,
             "n_train_images": 3000 if quick else 20_000, "n_test_images": 2000 if quick else 5000,
@@ -164,6 +200,13 @@ class FeatureContaminationStudy(Study):
     parameter_constraints = {
         "experiments": OptionList(*EXPERIMENTS),
         "activations": OptionList(*ACTIVATION_NAMES),
+        "toy_activations": OptionList(*ACTIVATION_NAMES),
+        "toy_loss": Options(*LOSS_NAMES),
+        "toy_optimizer": Options(*OPTIMIZER_NAMES),
+        "toy_core": Options("linear", "nonlinear"),
+        "toy_steps": positive_int(),
+        "toy_lr": Interval(float, 0, None, closed="neither"),
+        "toy_weight_decay": Interval(float, 0, None),
         "loss": Options(*LOSS_NAMES),
         "optimizer": Options(*OPTIMIZER_NAMES),
         "core": Options("linear", "nonlinear"),
@@ -190,6 +233,8 @@ class FeatureContaminationStudy(Study):
         exps = set(ctx.config["experiments"])
         if exps & set(TWO_LAYER_EXPERIMENTS):
             run_two_layer(ctx, result)
+        if "activations_toy" in exps:
+            run_toy_activations(ctx, result)
         if "distillation" in exps:
             run_distillation(ctx, result)
         if "padding" in exps:

@@ -155,12 +155,14 @@ def add_figures(result, frame: pd.DataFrame) -> None:
 
 
 def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per setting, the metrics at the largest N of the kernel and network sweeps."""
+    """Per kernel setting, the metrics at the largest N; for trained networks every N (with train accuracy)."""
     table = wide(frame, ("synthetic", "images", "networks"))
     if table.empty:
         return table
-    rows = table.loc[table.groupby(["experiment", "model", "activation", "alpha", "dataset"], dropna=False,
-                                   sort=False)["N"].idxmax()]
-    columns = ["experiment", "dataset", "model", "activation", "alpha", "N", "test_acc", "spurious_acc",
-               "feature_alignment", "gamma_low_n", "gamma_high_n"]
+    kernels = table[table["experiment"] != "networks"]
+    rows = kernels.loc[kernels.groupby(["experiment", "model", "activation", "alpha", "dataset"], dropna=False,
+                                       sort=False)["N"].idxmax()] if not kernels.empty else kernels
+    rows = pd.concat([rows, table[table["experiment"] == "networks"].sort_values(["model", "N"])])
+    columns = ["experiment", "dataset", "model", "activation", "alpha", "N", "train_acc", "test_acc", "spurious_acc",
+               "chance_acc", "feature_alignment", "gamma_low_n", "gamma_high_n"]
     return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)

@@ -36,6 +36,8 @@ from spurlab.models import make_model
 from spurlab.probes.memorization import gammas, solve_memorization
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
 from spurlab.studies.spurious_memorization.memorization_figures import add_figures, headline_table
+from spurlab.studies.spurious_memorization.memorization_networks import (load_class_images,
+                                                                          paper_net, paper_network_metrics)
 from spurlab.utils import progress
 
 EXPERIMENTS = ("synthetic", "alignment", "images", "networks")
@@ -241,7 +243,38 @@ def make_net(name: str, image_shape: tuple[int, ...], seed: int) -> torch.nn.Mod
     return make_model("cnn", image_shape, 1, seed=seed)
 
 
+def run_paper_networks(ctx: StudyContext, result: StudyResult) -> None:
+    """The paper's setting: ten classes, cross-entropy, Adam with a step schedule for a fixed budget."""
+    cfg = ctx.config
+    Ns = sorted(cfg["nn_N"])
+    spec = cfg["nn_dataset"]
+    x, y, x_test, y_test, n_classes = load_class_images(spec, max(Ns), cfg["n_image_test"], ctx.seed,
+                                                        cfg["data_dir"])
+    for width in cfg["frame_width"]:
+        framed, query, test = frame_images(x, x_test, int(width), ctx.seed + 17)
+        alpha = frame_fraction(framed.shape, int(width))
+        jobs = [(m, n) for m in cfg["nn_models"] for n in Ns]
+        for name, n in progress(jobs, f"networks {spec}", total=len(jobs)):
+            net = paper_net(name, framed.shape[1:], n_classes, ctx.seed)
+            with ctx.timed(f"networks/{name}"):
+                metrics = paper_network_metrics(net, framed[:n], query[:n], y[:n], test, y_test, cfg, ctx.seed,
+                                                ctx.device)
+            metrics["chance_acc"] = 1.0 / n_classes
+            params = _params(model=name, alpha=alpha, N=n, k=sum(p.numel() for p in net.parameters()),
+                             d=int(np.prod(framed.shape[1:])), dataset=spec, frame_width=int(width))
+            for metric, value in metrics.items():
+                result.add("networks", metric, value, ctx.seed, **params)
+
+
 def run_networks(ctx: StudyContext, result: StudyResult) -> None:
+    if ctx.config["nn_setting"] == "paper":
+        run_paper_networks(ctx, result)
+    else:
+        run_binary_networks(ctx, result)
+
+
+def run_binary_networks(ctx: StudyContext, result: StudyResult) -> None:
+    """spurlab's binary variant: one logit, logistic loss, Adam until every training point is fitted."""
     cfg = ctx.config
     Ns = sorted(cfg["nn_N"])
     for spec in cfg["image_datasets"]:
@@ -307,11 +340,17 @@ class SpuriousMemorizationStudy(Study):
             "image_ntk_k": 100,
             "image_norm": "sphere",
             "n_image_test": 500 if quick else 1000,
+            # networks: the paper's setting (10-class MNIST, cross-entropy, Adam, lr x 0.8 every 100 epochs,
+            # 1000 epochs, N up to 50 000: a GPU run) or spurlab's binary one (nn_setting=binary)
+            "nn_setting": "paper",
+            "nn_dataset": "mnist",
             "nn_models": ["fc", "cnn"],
-            "nn_N": [50, 100, 200, 500, 1000],
-            "nn_epochs": 300,
+            "nn_N": [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000],
+            "nn_epochs": 1000,
             "nn_lr": 1e-3,
-            "nn_batch_size": 64,
+            "nn_batch_size": 1024,
+            "nn_lr_step": 100,
+            "nn_lr_gamma": 0.8,
             "data_dir": None,
         }
 
@@ -330,6 +369,9 @@ class SpuriousMemorizationStudy(Study):
         "image_norm": Options(*IMAGE_NORMS),
         "ridge": Interval(float, 0, None),
         "nn_lr": Interval(float, 0, None, closed="neither"),
+        "nn_setting": Options("paper", "binary"),
+        "nn_lr_step": Interval(int, 0, None),
+        "nn_lr_gamma": Interval(float, 0, None, closed="neither"),
     }
 
     def validate(self, config: dict[str, Any]) -> None:
