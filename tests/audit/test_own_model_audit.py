@@ -98,10 +98,13 @@ def test_features_come_from_the_cache_on_a_second_audit(user_data, tmp_path):
 
 def test_a_model_whose_features_cannot_be_found_skips_directions_and_says_why(user_data):
     splits, net = user_data
-    audit = Audit(splits, model=net, skip=("units", "fixes"), device="cpu").find_issues()
+    audit = Audit(splits, model=net, skip=("units",), methods=["erm", "dfr"], seeds=1, epochs=1,
+                  device="cpu").find_issues()
     reason = audit.findings_.skipped_steps["directions"]
     assert "cannot find the penultimate features of UsersNet" in reason and "feature_layer" in reason
     assert audit.findings_.split_metrics["test"]["accuracy"] > 0.5  # evaluated all the same
+    assert list(audit.findings_.fixes.summary["method"]) == ["erm"]
+    assert audit.findings_.fixes.notes[0].startswith("dfr skipped: it reads penultimate features")
 
 
 def test_the_fixes_start_from_your_module(user_data, one_thread):

@@ -43,6 +43,7 @@ from spurlab.train.methods import get_method, method_registry
 from spurlab.train.methods.method_base import resolve_model_name
 from spurlab.utils import log, resolve_device, seed_everything
 
+FEATURE_METHODS = ("dfr", "failure_directions")  # fixes that need the model's penultimate features
 STEPS = ("load", "train", "evaluate", "directions", "units", "fixes", "verdict")
 # The two presets (``quick=True`` / ``False``); explicit epochs, seeds or methods override them.
 PRESETS: dict[bool, dict[str, Any]] = {
@@ -277,8 +278,17 @@ class Audit:
         spec = self.model_spec_
         model = spec if spec.kind != "name" or spec.frozen or spec.options or spec.feature_layer else \
             resolve_model_name(spec, findings.splits["train"].input_shape)
-        findings.fixes = fix.compare_fixes(findings.splits, self.methods_, self.seeds_, model, self.epochs_,
+        methods, notes = list(self.methods_), []
+        if findings.features_missing:  # these read the penultimate features of the networks they train
+            dropped = [m for m in methods if m in FEATURE_METHODS]
+            methods = [m for m in methods if m not in FEATURE_METHODS]
+            notes = [f"{m} skipped: it reads penultimate features, which the model does not expose" for m in dropped]
+            if not methods:
+                findings.skipped_steps["fixes"] = "every fix asked for reads penultimate features: " + notes[0]
+                return
+        findings.fixes = fix.compare_fixes(findings.splits, tuple(methods), self.seeds_, model, self.epochs_,
                                            findings.device)
+        findings.fixes.notes[:0] = notes
 
     def _verdict(self, findings: AuditFindings) -> None:
         findings.verdict = write_verdict(findings)
