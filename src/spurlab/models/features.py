@@ -332,7 +332,10 @@ class FeatureMap(ABC):
         parts = self._check_fitted(Z, *others)
         A = torch.cat(parts).to(self.device_)
         n = len(parts[0])
-        K = self._limit_gram(A, n) if self.is_limit else self._gram_blocks(A, n)
+        if self.is_limit:
+            K = self._limit_gram(A, n)
+        else:
+            K = self._gram_blocks(A, n, shared_input_columns(parts))
         return list(torch.split(K, [len(p) for p in parts]))
 
     def gram(self, Z, *others) -> list[np.ndarray]:
@@ -348,12 +351,12 @@ class FeatureMap(ABC):
         return torch.cat(list(self._feature_blocks(A.to(self.device_))), dim=1).cpu().numpy()
 
     @abstractmethod
-    def _feature_blocks(self, A: torch.Tensor) -> Iterator[torch.Tensor]:
+    def _feature_blocks(self, A: torch.Tensor, shared: InputSharing | None = None) -> Iterator[torch.Tensor]:
         ...
 
-    def _gram_blocks(self, A: torch.Tensor, n: int) -> torch.Tensor:
+    def _gram_blocks(self, A: torch.Tensor, n: int, shared: InputSharing | None = None) -> torch.Tensor:
         K = torch.zeros(len(A), n, dtype=torch.float64, device=A.device)
-        for P in self._feature_blocks(A):
+        for P in self._feature_blocks(A, shared):
             K += (P @ P[:n].T).to(torch.float64)
         return K
 
@@ -372,6 +375,58 @@ class FeatureMap(ABC):
         # drawn in float32 (4x faster than float64 on CPU), then used at the compute precision
         W = torch.randn(size, self.n_inputs_, generator=gen, device=self.device_, dtype=torch.float32)
         return W.to(self.dtype_) / math.sqrt(self.n_inputs_)
+
+
+@dataclass(frozen=True)
+class InputSharing:
+    """Rows ``rows`` of the stacked inputs repeat the first ``n`` rows (the training inputs) on the columns
+    ``same`` (a spurious query keeps the sample's spurious part) and are zero on ``zero`` (an image query
+    with its core blanked): their pre-activations reuse the training rows' products on those columns."""
+
+    n: int
+    rows: slice
+    same: torch.Tensor  # boolean column mask
+    zero: torch.Tensor  # boolean column mask (within ~same)
+
+
+def shared_input_columns(parts: list[torch.Tensor], min_share: float = 0.125) -> InputSharing | None:
+    """The first row set after the training inputs that repeats at least ``min_share`` of their columns."""
+    Z = parts[0]
+    start = len(Z)
+    for O in parts[1:]:
+        if O.shape == Z.shape:
+            same = (O == Z).all(dim=0)
+            if float(same.float().mean()) >= min_share:
+                zero = ~same & (O == 0).all(dim=0)
+                return InputSharing(len(Z), slice(start, start + len(O)), same, zero)
+        start += len(O)
+    return None
+
+
+def preactivation_fn(A: torch.Tensor, shared: InputSharing | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``W -> A W^T``; with ``shared``, the repeated columns are multiplied once, for the training rows
+    (the column slices of ``A`` are cut once here, those of each ``W`` block per call)."""
+    if shared is None:
+        return lambda W: A @ W.T
+    n, rows = shared.n, shared.rows
+    same, rest = shared.same, ~shared.same
+    used = rest & ~shared.zero
+    others = torch.ones(len(A), dtype=torch.bool, device=A.device)
+    others[:n] = False
+    others[rows] = False
+    a_same, a_rest, a_query = A[:n][:, same], A[:n][:, rest], A[rows][:, used]
+    a_others = A[others] if bool(others.any()) else None
+
+    def compute(W: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(A), len(W), dtype=A.dtype, device=A.device)
+        common = a_same @ W[:, same].T
+        torch.addmm(common, a_rest, W[:, rest].T, out=out[:n])
+        torch.addmm(common, a_query, W[:, used].T, out=out[rows])
+        if a_others is not None:
+            out[others] = a_others @ W.T
+        return out
+
+    return compute
 
 
 def _mehler_gram(A: torch.Tensor, n: int, activation: Activation, degree: int | None) -> torch.Tensor:
@@ -414,11 +469,11 @@ class RandomFeatures(FeatureMap):
     def n_params_(self) -> int:
         return int(self.n_features)
 
-    def _feature_blocks(self, A: torch.Tensor) -> Iterator[torch.Tensor]:
-        A = A.to(self.dtype_)
+    def _feature_blocks(self, A: torch.Tensor, shared: InputSharing | None = None) -> Iterator[torch.Tensor]:
+        pre = preactivation_fn(A.to(self.dtype_), shared)
         scale = 1.0 / math.sqrt(self.n_features)
         for block, size in self._blocks():
-            yield self.activation_(A @ self._gaussian_weights(block, size).T) * scale
+            yield self.activation_(pre(self._gaussian_weights(block, size))) * scale
 
     def _limit_gram(self, A: torch.Tensor, n: int) -> torch.Tensor:
         return _mehler_gram(A.to(torch.float64), n, self.activation_, self.limit_degree)
@@ -440,20 +495,20 @@ class NTKFeatures(FeatureMap):
     def n_params_(self) -> int:
         return int(self.n_features) * int(self.n_inputs_)
 
-    def _neuron_blocks(self, A: torch.Tensor) -> Iterator[torch.Tensor]:
-        A = A.to(self.dtype_)
+    def _neuron_blocks(self, A: torch.Tensor, shared: InputSharing | None = None) -> Iterator[torch.Tensor]:
+        pre = preactivation_fn(A.to(self.dtype_), shared)
         for block, size in self._blocks():
-            yield self.activation_(A @ self._gaussian_weights(block, size).T)
+            yield self.activation_(pre(self._gaussian_weights(block, size)))
 
-    def _feature_blocks(self, A: torch.Tensor) -> Iterator[torch.Tensor]:
+    def _feature_blocks(self, A: torch.Tensor, shared: InputSharing | None = None) -> Iterator[torch.Tensor]:
         scale = 1.0 / math.sqrt(self.n_features * self.n_inputs_)
         A_cast = A.to(self.dtype_)
-        for S in self._neuron_blocks(A):
+        for S in self._neuron_blocks(A, shared):
             yield (S[:, :, None] * A_cast[:, None, :]).reshape(len(A), -1) * scale
 
-    def _gram_blocks(self, A: torch.Tensor, n: int) -> torch.Tensor:
+    def _gram_blocks(self, A: torch.Tensor, n: int, shared: InputSharing | None = None) -> torch.Tensor:
         S_gram = torch.zeros(len(A), n, dtype=torch.float64, device=A.device)
-        for S in self._neuron_blocks(A):
+        for S in self._neuron_blocks(A, shared):
             S_gram += (S @ S[:n].T).to(torch.float64)
         A64 = A.to(torch.float64)
         return (A64 @ A64[:n].T) * S_gram / (self.n_inputs_ * int(self.n_features))
