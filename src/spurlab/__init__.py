@@ -4,6 +4,8 @@ The public face (everything else is reachable by its module path):
 
 * data: :func:`load_dataset`, :func:`load_splits`, :class:`GroupedDataset`, :class:`DatasetSplits`,
   :func:`dataset_entries`;
+* models: :class:`ModelSpec`, :func:`register_model`, :func:`model_names` (what ``model=`` takes),
+  :func:`embed_dataset` (penultimate embeddings through the feature cache);
 * training: :func:`get_method`, :func:`compare_methods`, :func:`method_registry`;
 * probes: :class:`FailureDirections`;
 * studies: :func:`run_study`, :func:`study_registry`;
@@ -29,6 +31,10 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "spurlab.data.dataset_registry",
     "load_splits": "spurlab.data.dataset_registry",
     "FailureDirections": "spurlab.probes.directions",
+    "ModelSpec": "spurlab.models.model_registry",
+    "register_model": "spurlab.models.model_registry",
+    "model_names": "spurlab.models.model_registry",
+    "embed_dataset": "spurlab.train.embedding_run",
     "get_method": "spurlab.train.methods.method_base",
     "method_registry": "spurlab.train.methods.method_base",
     "compare_methods": "spurlab.train.methods.compare",
@@ -42,17 +48,20 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = ["Audit", "AuditFindings", "AuditReport", "DatasetSplits", "FailureDirections", "GroupedDataset",
-           "SpurlabError", "__version__", "compare_methods", "dataset_entries", "get_method", "load_dataset",
-           "load_splits", "method_registry", "run_audit", "run_study", "run_sweep", "study_registry"]
+           "ModelSpec", "SpurlabError", "__version__", "compare_methods", "dataset_entries", "embed_dataset",
+           "get_method", "load_dataset", "load_splits", "method_registry", "model_names", "register_model",
+           "run_audit", "run_study", "run_sweep", "study_registry"]
 
 if TYPE_CHECKING:
     from spurlab.audit.core import Audit, run_audit
     from spurlab.audit.findings import AuditFindings, AuditReport
     from spurlab.data.dataset_registry import dataset_entries, load_dataset, load_splits
     from spurlab.data.grouped import DatasetSplits, GroupedDataset
+    from spurlab.models.model_registry import ModelSpec, model_names, register_model
     from spurlab.probes.directions import FailureDirections
     from spurlab.studies.study_base import run_study, study_registry
     from spurlab.sweep.runner import run_sweep
+    from spurlab.train.embedding_run import embed_dataset
     from spurlab.train.methods.compare import compare_methods
     from spurlab.train.methods.method_base import get_method, method_registry
 
