@@ -134,3 +134,43 @@ def test_spurlab_audit_takes_a_torchscript_file(tmp_path):
     torch.save(net.state_dict(), not_a_model)
     bad = runner.invoke(app, ["audit", "--model", str(not_a_model)], terminal_width=200)
     assert bad.exit_code == 2 and "is not a TorchScript model" in " ".join(bad.output.split())
+
+
+class TinyBirdNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4, 2)
+
+    @torch.jit.export
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_the_own_model_page_pipeline_images_csv_torchscript_audit(tmp_path):
+    """docs/own-model.md in miniature: replica JPEGs listed in a CSV, a TorchScript model, spurlab audit --table."""
+    from spurlab.data.replicas import write_waterbirds_replica
+
+    write_waterbirds_replica(tmp_path / "data", image_size=(24, 16))
+    root = tmp_path / "data" / "waterbirds_v1.0"
+    meta = pd.read_csv(root / "metadata.csv")
+    table = pd.DataFrame({"path": meta["img_filename"], "bird": meta["y"].map({0: "landbird", 1: "waterbird"}),
+                          "place": meta["place"].map({0: "land", 1: "water"}),
+                          "split": meta["split"].map({0: "train", 1: "val", 2: "test"})})
+    table.to_csv(root / "birds.csv", index=False)
+    torch.manual_seed(0)
+    path = tmp_path / "birdnet.pt"
+    torch.jit.save(torch.jit.script(TinyBirdNet().eval()), str(path))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["audit", "--table", str(root / "birds.csv"), "--label", "bird", "--spurious", "place",
+                                 "--set", "image_size=16", "--model", str(path), "--skip", "fixes", "--device", "cpu",
+                                 "--out", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "your model (TinyBirdNet)" and summary["model_source"] == "given"
+    assert "TorchScript" in summary["skipped_steps"]["units"]
+    assert set(summary["splits"]["test"]["group_accuracy"]) == {"y=landbird,a=land", "y=landbird,a=water",
+                                                                "y=waterbird,a=land", "y=waterbird,a=water"}
