@@ -90,6 +90,8 @@ def test_a_named_layer_gives_dfr_its_features(splits, one_thread):
     fitted = get_method("dfr", model=spec, epochs=3, device="cpu").fit(splits)
     assert fitted.model_.head.in_features == 8
     assert fitted.evaluate(splits["test"])["accuracy"] > 0.6
+    upweighted = get_method("failure_directions", model=spec, epochs=2, base_epochs=1, device="cpu").fit(splits)
+    assert upweighted.weights_.shape == (len(splits["train"]),)  # its SVMs read the named layer's features
 
 
 @pytest.mark.parametrize("method", ["reweight", "groupdro"])

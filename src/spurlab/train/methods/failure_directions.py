@@ -87,7 +87,8 @@ class FailureDirectionUpweight(Method):
     def _embed(self, model, x: np.ndarray) -> np.ndarray:
         if self.hparams_["embedding"] == "input":
             return np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-        return penultimate_features(model, x, device=self.device_)
+        layer = None if self.model_spec_.frozen else self.model_spec_.feature_layer  # frozen: x are features
+        return penultimate_features(model, x, device=self.device_, feature_layer=layer)
 
     @staticmethod
     def _upweighted(y: np.ndarray, weights: np.ndarray) -> np.ndarray:
