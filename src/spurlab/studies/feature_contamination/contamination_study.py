@@ -151,12 +151,14 @@ def run_toy_activations(ctx: StudyContext, result: StudyResult) -> None:
     note_unfitted(result, history, "activations_toy")
 
 
-def note_unfitted(result: StudyResult, history, experiment: str, threshold: float = 0.99) -> None:
-    """Name every replica whose final training accuracy is below ``threshold``: its norms describe a net
-    that has not learned the task, so they say nothing about what training does to a fitted one."""
+def note_unfitted(result: StudyResult, history, experiment: str, min_acc: float = 0.99,
+                  max_loss: float = 0.1) -> None:
+    """Name every replica that ends below ``min_acc`` training accuracy or above ``max_loss`` training loss
+    (a hinge loss of 0.73 with every sign right is a net that barely moved): its norms describe a net that
+    has not learned the task, so they say nothing about what training does to a fitted one."""
     last = history[history["step"] == history["step"].max()]
     for row in last.itertuples(index=False):
-        if row.train_acc < threshold:
+        if row.train_acc < min_acc or row.train_loss > max_loss:
             result.notes.append(f"UNDERTRAINED ({experiment}): {row.activation} seed {row.seed} ends at train "
                                 f"accuracy {row.train_acc:.3f}, train loss {row.train_loss:.3f}")
 
