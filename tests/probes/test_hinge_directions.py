@@ -132,3 +132,18 @@ def test_pooled_row_pools_every_fitted_class():
     per_class = [me[flag & (ye == c)].mean() for c in (0, 1)]
     assert table.loc["mean", "flag_minority_precision"] == pytest.approx(np.mean(per_class))
     assert "pooled" not in fd.evaluate(xe, ye, pe, minority=me)["name"].tolist()
+
+
+def test_directions_run_uses_the_authors_pipeline_and_pools(tmp_path):
+    import json
+
+    from spurlab.audit.directions_run import run_directions
+
+    x, y, pred, minority = planted(200, dim=12, seed=4)
+    np.savez(tmp_path / "emb.npz", embeddings=x.astype(np.float32), labels=y, predictions=pred,
+             spurious=np.where(minority, 1 - y, y))
+    run = run_directions(tmp_path / "emb.npz", tmp_path / "out", device="cpu")
+    assert run.directions.loss == "hinge" and run.directions.folds == "ordered"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    names = [row["name"] for row in summary["per_class"]]
+    assert names[-2:] == ["mean", "pooled"]

@@ -94,8 +94,11 @@ def attribute_frame(data: dict[str, Any]) -> pd.DataFrame:
 # ------------------------------------------------------------------ the pipeline
 def run_directions(embeddings: str | Path, out_dir: str | Path, captions: str | Path | None = None,
                    clip: str | Path | None = None, top_k: int = 16, seed: int = 0,
-                   device: str = "auto") -> DirectionsRun:
-    """Fit, score, caption and report failure directions for one embeddings file."""
+                   device: str = "auto", loss: str = "hinge") -> DirectionsRun:
+    """Fit, score, caption and report failure directions for one embeddings file.
+
+    ``loss="hinge"`` (default) is the authors' SVC pipeline (flags equal SVC's); ``"squared_hinge"``
+    the faster L2-SVM. The per-class table ends with a ``mean`` and a ``pooled`` row."""
     data = read_embeddings_file(embeddings)
     if "predictions" not in data:
         raise SpurlabError(f"{embeddings} has no 'predictions' entry",
@@ -107,12 +110,13 @@ def run_directions(embeddings: str | Path, out_dir: str | Path, captions: str | 
     labels, preds, emb = data["labels"], data["predictions"], data["embeddings"]
     class_names = [str(c) for c in data["class_names"]] if "class_names" in data else None
     fit, stats, evaluate, roles = assign_roles(data)
-    directions = FailureDirections(seed=seed, device=device).fit(emb[fit], labels[fit], preds[fit],
-                                                                 train_embeddings=emb[stats])
+    directions = FailureDirections(seed=seed, device=device, loss=loss).fit(emb[fit], labels[fit], preds[fit],
+                                                                            train_embeddings=emb[stats])
     n_classes = int(max(labels.max(), preds.max())) + 1
     minority = minority_mask(data, n_classes)
     table = directions.evaluate(emb[evaluate], labels[evaluate], preds[evaluate],
-                                minority=None if minority is None else minority[evaluate], class_names=class_names)
+                                minority=None if minority is None else minority[evaluate], class_names=class_names,
+                                pooled=True)
     dv = directions.decision_function(emb, labels)
     examples = examples_frame(data, dv, fit, evaluate)
     caption_sets = describe(directions, data, fit, class_names, captions, clip, device)
