@@ -35,6 +35,7 @@ from spurlab.models.units import GRANULARITIES, CriticalUnits
 from spurlab.utils import check_labels, check_same_length
 
 METHODS = ("weight_norm", "group_gradient", "magnitude")
+GRAD_BATCH = 32  # examples per backward pass of group_loss_gradients (the summed gradient does not depend on it)
 DEFAULT_GRANULARITY = {"weight_norm": "channel", "group_gradient": "channel", "magnitude": "weight"}
 
 
@@ -203,8 +204,9 @@ def group_loss_gradients(model: nn.Module, layers: dict[str, nn.Module], data: A
         weights = [m.weight for m in layers.values()]
         grads = [torch.zeros_like(w) for w in weights]
         device = model_device(model)
-        for start in range(0, len(chosen), batch_size):
-            idx = chosen[start:start + batch_size]
+        step = min(batch_size, GRAD_BATCH)  # backprop keeps every activation: a few MB per image for a backbone
+        for start in range(0, len(chosen), step):
+            idx = chosen[start:start + step]
             xb = torch.as_tensor(x[idx], dtype=torch.float32, device=device)
             yb = torch.as_tensor(y[idx], dtype=torch.long, device=device)
             loss = F.cross_entropy(model(xb), yb, reduction="sum")
