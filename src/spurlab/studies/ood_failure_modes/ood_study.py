@@ -215,8 +215,9 @@ class OodFailureModes(Study):
         if "statistical_highd" in present:
             result.add_figure("statistical_highd", fig_statistical(frame, "statistical_highd"),
                               f"The same on the easy task in D = {cfg['stat_hd_D']} "
-                              f"(margin {cfg['stat_hd_margin']:g}); its minority (OOD) accuracy is in the headline "
-                              "table.")
+                              f"(margin {cfg['stat_hd_margin']:g}); dashed: the 1-D overlay scaled by the margin, "
+                              "for reference only (it is derived for the 1-D check). Its minority (OOD) accuracy "
+                              "is in the headline table.")
         if "images" in present:
             fig = fig_images(frame)
             if fig is not None:
