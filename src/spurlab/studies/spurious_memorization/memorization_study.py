@@ -38,7 +38,7 @@ from spurlab.studies.study_base import Study, StudyContext, StudyResult, registe
 from spurlab.studies.spurious_memorization.memorization_figures import add_figures, headline_table
 from spurlab.studies.spurious_memorization.memorization_networks import (load_class_images,
                                                                           paper_net, paper_network_metrics)
-from spurlab.utils import progress
+from spurlab.utils import log, progress
 
 EXPERIMENTS = ("synthetic", "alignment", "images", "networks")
 IMAGE_NORMS = ("sphere", "none")
@@ -248,6 +248,12 @@ def run_paper_networks(ctx: StudyContext, result: StudyResult) -> None:
     cfg = ctx.config
     Ns = sorted(cfg["nn_N"])
     spec = cfg["nn_dataset"]
+    passes = sum(Ns) * int(cfg["nn_epochs"]) * len(cfg["nn_models"])
+    if ctx.device == "cpu" and passes > 5_000_000:
+        message = (f"networks: {passes:,} example passes on the CPU (the paper's sizes are a GPU run); "
+                   f"for a CPU check use e.g. --set nn_N=50,200,500 --set nn_epochs=200 --set nn_lr_step=20")
+        log(f"[spurlab] warning: {message}")
+        result.notes.append(message)
     x, y, x_test, y_test, n_classes = load_class_images(spec, max(Ns), cfg["n_image_test"], ctx.seed,
                                                         cfg["data_dir"])
     for width in cfg["frame_width"]:
