@@ -402,7 +402,7 @@ def test_cli_directions_bad_input(tmp_path, planted):
 def test_study_failure_directions_quick(tmp_path, data_dir):
     from spurlab.studies.study_base import run_study
 
-    overrides = {"correlation": [0.9], "n_train": 800, "n_test": 200, "epochs": 2, "k_select": 10,
+    overrides = {"correlation": [0.9], "n_train": 800, "n_test": 200, "epochs": 2, "k_select": 10, "n_seeds": 1,
                  "interventions": ["erm", "svm_balanced", "oracle_groups", "select_svm"]}
     result, out = run_study("failure-directions", out_dir=tmp_path / "study", quick=True, seed=0, device="cpu",
                             overrides=overrides)
