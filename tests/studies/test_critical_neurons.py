@@ -514,6 +514,21 @@ def test_study_config_overrides_parse():
         study.validate({**cfg, "rewind_epochs": [50]})
 
 
+def test_the_paper_edit_skips_residual_shortcuts_as_the_authors_do():
+    from spurlab.studies.critical_neurons.neurons_study import paper_edit_layers
+
+    cfg = get_study("critical-neurons").default_config(True)
+    model = SmallResNet(3, 2, widths=(4, 8))
+    with torch.no_grad():  # make a shortcut channel the largest: the paper's edit must still not pick it
+        model.stages[1].shortcut[0].weight[0] *= 100
+    layers = paper_edit_layers(model, cfg)
+    assert layers and not any("shortcut" in n for n in layers)
+    top = find_critical_units(model, method="weight_norm", k=1, layers=layers)
+    assert "shortcut" not in top.layers[0]
+    assert "shortcut" in find_critical_units(model, method="weight_norm", k=1, layers="conv").layers[0]
+    assert paper_edit_layers(FlatCNN((3, 12, 12), 2, channels=(4, 8), hidden=16), cfg) == ["body.0", "body.3"]
+
+
 def test_a_presets_own_spurious_attribute_is_kept(data_dir):
     from spurlab.studies.critical_neurons.neurons_study import load_task
 

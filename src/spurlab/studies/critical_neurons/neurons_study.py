@@ -27,6 +27,7 @@ from spurlab.data.dataset_registry import get_entry, load_splits, resolve_data_d
 from spurlab.errors import DataNotFoundError, SpurlabError
 from spurlab.models import as_model_spec, make_model
 from spurlab.models.editing import MODES
+from spurlab.models.layers import prunable_layers
 from spurlab.probes.neurons import find_critical_units
 from spurlab.models.batched_edits import evaluate_interventions
 from spurlab.probes.unit_evidence import (UnitSet, build_interventions, group_accuracies_of, minority_contrast,
@@ -285,11 +286,10 @@ def paper_edit(cfg: dict[str, Any], erm_runs: list[dict], train: GroupedDataset,
                test: GroupedDataset) -> pd.DataFrame:
     """The paper's exact edit on every seed's ERM model: re-initialize (N(0, σ²)) the one conv channel with the
     largest weight norm, ``paper_edit_repeats`` times; one row per (seed, repeat, split, group)."""
-    layers = None if cfg["selector_layers"] in ("all", None) else cfg["selector_layers"]
     rows = []
     for erm in erm_runs:
         model, seed = erm["model"], erm["seed"]
-        units = find_critical_units(model, train, "weight_norm", k=1, layers=layers)
+        units = find_critical_units(model, train, "weight_norm", k=1, layers=paper_edit_layers(model, cfg))
         ivs = build_interventions([UnitSet("weight_norm", units)], ["random_init"], [1],
                                   [float(cfg["paper_edit_sigma"])], int(cfg["paper_edit_repeats"]), seed=seed)
         for split, ds in (("train", train), ("test", test)):
@@ -301,6 +301,15 @@ def paper_edit(cfg: dict[str, Any], erm_runs: list[dict], train: GroupedDataset,
                       "acc": accs[r, g], "base_acc": base[g], "delta": accs[r, g] - base[g]}
                      for r in range(len(ivs)) for g in range(ds.n_groups) if np.isfinite(base[g])]
     return pd.DataFrame(rows)
+
+
+def paper_edit_layers(model, cfg: dict[str, Any]) -> list[str] | str | None:
+    """The layers the paper's edit ranks: the study's selector layers without residual shortcut convs
+    (the authors' ``get_largest_neuron`` skips ``downsample``, ``bn`` and ``fc`` parameters)."""
+    layers = None if cfg["selector_layers"] in ("all", None) else cfg["selector_layers"]
+    names = list(prunable_layers(model, include_output=False, only=layers))
+    kept = [n for n in names if not any(part in ("shortcut", "downsample") for part in n.split("."))]
+    return kept or names
 
 
 def add_paper_edit_rows(result: StudyResult, edit: pd.DataFrame) -> None:
