@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import linalg
+from scipy.linalg import blas
 
 from spurlab.errors import SpurlabError
 
@@ -193,15 +195,20 @@ class _SoftMarginIPM:
             self.reg[-1] = 0.0
         self.n_iter = 0
 
-    def _factor(self, weight: torch.Tensor) -> torch.Tensor:
-        m = (self.g.T[None] * weight[:, None, :]) @ self.g
-        m.diagonal(dim1=1, dim2=2).add_(self.reg)
-        chol, info = torch.linalg.cholesky_ex(m)
-        if bool((info != 0).any()):
-            eye = torch.eye(m.shape[-1], dtype=m.dtype, device=m.device)
-            chol, _ = torch.linalg.cholesky_ex(m + 1e-12 * (1.0 + m.diagonal(dim1=1, dim2=2).amax(1))[:, None, None]
-                                               * eye)
-        return chol
+    def _factor(self, weight: torch.Tensor) -> list:
+        """Cholesky factors of ``R + G^T diag(weight_p) G`` per problem; the product by a symmetric
+        rank-k update (BLAS ``syrk``: half the work of a general product) on the upper triangle."""
+        g, reg = self.g.numpy(), self.reg.numpy()
+        factors = []
+        for w in weight.numpy():
+            m = blas.dsyrk(1.0, g * np.sqrt(w)[:, None], trans=1, lower=0)
+            m[np.diag_indices_from(m)] += reg
+            try:
+                factors.append(linalg.cho_factor(m, lower=False, check_finite=False))
+            except linalg.LinAlgError:
+                m[np.diag_indices_from(m)] += 1e-12 * (1.0 + np.max(np.diag(m)))
+                factors.append(linalg.cho_factor(m, lower=False, check_finite=False))
+        return factors
 
     def _direction(self, chol, v, res, r1, r2):
         a, s, nu, xi = v
@@ -210,7 +217,8 @@ class _SoftMarginIPM:
         e = da_ + dn_
         t = r1 / s + r2 / xi - r_c - da_ * r_p
         rhs = -r_d + (r1 / s - da_ * (t / e + r_p)) @ self.g
-        d_theta = torch.cholesky_solve(rhs[..., None], chol)[..., 0]
+        d_theta = torch.as_tensor(np.stack([linalg.cho_solve(f, r, check_finite=False)
+                                            for f, r in zip(chol, rhs.numpy())]))
         g_dt = d_theta @ self.g.T
         d_xi = (t - da_ * g_dt) / e
         d_s = g_dt + d_xi + r_p
