@@ -114,6 +114,11 @@ def main() -> None:
             row[loss] = (auroc(err_eval[rows_e], -dv[rows_e]), fds[loss].C_[c], agree)
         rows.append(row)
         print(row, f"SVC {ref_times[-1]:.1f} s", file=sys.stderr, flush=True)
+    # time the fast paths again after the reference: the load of a shared machine drifts, the median of the
+    # runs before and after it is what is compared
+    for key in list(fast):
+        again = time_fast_path(x[fit], y[fit], pred[fit], key[1], args.seed, device, key[0])[1]
+        fast[key] = (fast[key][0], float(np.median([fast[key][1], again])))
     print_markdown(args, fast, rows, ref_times, device)
 
 
@@ -131,7 +136,7 @@ def print_markdown(args, fast, rows, ref_times, device: str) -> None:
           f"7 C values x 2 folds (unshuffled StratifiedKFold) + refit; AUROC and flag agreement on "
           f"{args.n_eval_per_class} held-out examples per class")
     print(f"- reference: SVC on {len(rows)} of {args.classes} classes ({ref_per_class:.1f} s per class), total "
-          f"{how}: {ref_total:.0f} s; spurlab paths timed before the reference in the same run\n")
+          f"{how}: {ref_total:.0f} s; spurlab paths: the mean of one run before and one after the reference\n")
     print("| path | total for all classes (s) | per class (s) | speed-up vs SVC |")
     print("|---|---:|---:|---:|")
     print(f"| SVC(kernel='linear'), libsvm (1 thread) | {ref_total:.1f} ({how}) | {ref_per_class:.2f} | 1.0x |")
