@@ -195,12 +195,16 @@ class _SoftMarginIPM:
             self.reg[-1] = 0.0
         self.n_iter = 0
 
-    def _factor(self, weight: torch.Tensor) -> list:
+    def _factor(self, weight: torch.Tensor, previous: list | None, done: torch.Tensor) -> list:
         """Cholesky factors of ``R + G^T diag(weight_p) G`` per problem; the product by a symmetric
-        rank-k update (BLAS ``syrk``: half the work of a general product) on the upper triangle."""
+        rank-k update (BLAS ``syrk``: half the work of a general product) on the upper triangle.
+        Converged problems (their step is zero) keep their previous factor."""
         g, reg = self.g.numpy(), self.reg.numpy()
         factors = []
-        for w in weight.numpy():
+        for p, w in enumerate(weight.numpy()):
+            if previous is not None and bool(done[p]):
+                factors.append(previous[p])
+                continue
             m = blas.dsyrk(1.0, g * np.sqrt(w)[:, None], trans=1, lower=0)
             m[np.diag_indices_from(m)] += reg
             try:
@@ -240,6 +244,7 @@ class _SoftMarginIPM:
         theta = torch.zeros(p, self.g.shape[1], dtype=self.g.dtype, device=self.g.device)
         a, nu = 0.5 * self.c.clone(), 0.5 * self.c.clone()
         s, xi = torch.ones_like(self.c), torch.ones_like(self.c)
+        chol = None
         for self.n_iter in range(1, self.max_iter + 1):
             margin = theta @ self.g.T
             res = (self.reg * theta - a @ self.g, self.c - a - nu, margin + xi - 1.0 - s)
@@ -251,7 +256,7 @@ class _SoftMarginIPM:
             if bool(done.all()):
                 break
             mu = (gap / (2 * n))[:, None]
-            chol = self._factor(1.0 / (s / a + xi / nu))
+            chol = self._factor(1.0 / (s / a + xi / nu), chol, done)
             v = (a, s, nu, xi)
             step_dirs = self._direction(chol, v, res, -a * s, -nu * xi)
             _, da, ds, dn, dx = step_dirs
