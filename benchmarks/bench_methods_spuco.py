@@ -131,7 +131,12 @@ def mean_std(values: list[float]) -> str:
 
 
 def summarize(path: Path) -> str:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows, seen = [], set()
+    for line in path.read_text().splitlines():  # parallel processes may finish a run twice: keep the first
+        row = json.loads(line) if line.strip() else None
+        if row is not None and (row["method"], row["seed"]) not in seen:
+            seen.add((row["method"], row["seed"]))
+            rows.append(row)
     ok = [r for r in rows if "error" not in r]
     lines = ["| method | seeds | test worst-group (selected) | test worst-group (final epoch) | test average "
              "(selected) | test accuracy | train accuracy | fit time (s) | SpuCo worst-group (final) | "
@@ -161,9 +166,11 @@ def summarize(path: Path) -> str:
                      f"{mean_std(avg)} | {mean_std(acc)} | {mean_std(train)} | "
                      f"{statistics.mean(times):.0f} | {peer_text} | {met} |")
     failed = [f"{r['method']} seed {r['seed']}: {r['error']}" for r in rows if "error" in r]
-    loads = sorted({r.get("load_start", "?") for r in ok} | {r.get("load_end", "?") for r in ok})
+    one_minute = [float(r[k].split("/")[0]) for r in ok for k in ("load_start", "load_end") if k in r]
     lines.append("")
-    lines.append(f"Load averages (1/5/15 min) seen at run starts and ends: {', '.join(loads[:1] + loads[-1:])}")
+    if one_minute:
+        lines.append(f"1-minute load average at run starts and ends: {min(one_minute):.1f} to {max(one_minute):.1f} "
+                     f"(median {statistics.median(one_minute):.1f}) on {os.cpu_count()} cores")
     if failed:
         lines.append("Failed runs: " + "; ".join(failed))
     return "\n".join(lines)
