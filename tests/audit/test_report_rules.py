@@ -183,3 +183,10 @@ def test_study_subtitle_names_the_changed_settings():
     assert run_label(study, StudyContext(config=dict(quick), quick=True)) == "quick run"
     changed = StudyContext(config={**quick, "d": 30, "n_test": 30}, quick=True)
     assert run_label(study, changed) == "quick run with 2 setting(s) changed (d, n_test)"
+
+
+def test_a_large_gap_on_a_majority_group_is_not_called_within_the_threshold():
+    splits = tiny_splits()  # groups 0 and 3 are the majority
+    facts = write_verdict(findings(splits, group_table=group_table(splits, {0: 0.0, 1: 1.0, 2: 1.0, 3: 1.0})))
+    assert not facts["relies_on_spurious"]
+    assert "within" not in facts["text"] and "majority group" in facts["text"]
