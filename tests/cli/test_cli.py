@@ -39,3 +39,12 @@ def test_audit_bad_input():
     assert bad.exit_code == 2 and "cannot skip" in bad.output
     unknown = runner.invoke(app, ["audit", "--methods", "erm,magic"])
     assert unknown.exit_code == 2 and "unknown method" in unknown.output
+
+
+def test_a_warning_is_one_line_without_the_source_echo(capsys):
+    from spurlab.cli._guard import show_warning
+
+    show_warning(UserWarning("the pruned copy is the model [raise prune_fraction]"), UserWarning, "x.py", 3,
+                 line="history = framework(...)")
+    err = capsys.readouterr().err
+    assert err.strip() == "warning: the pruned copy is the model [raise prune_fraction]"

@@ -575,3 +575,17 @@ def test_study_writes_its_outputs(data_dir, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["study"] == "critical-neurons" and manifest["rows"] == len(frame)
     assert any("Framework vs ERM" in note for note in result.notes)
+
+
+def test_a_vacuous_copy_is_warned_once_per_run_not_every_epoch():
+    model = small_flatcnn()
+    x, y, g = random_images(40)
+    with torch.no_grad():
+        for layer in prunable_layers(model, include_output=False).values():
+            w = layer.weight
+            w[w.abs() <= w.abs().flatten().quantile(0.1)] = 0.0
+    with pytest.warns(VacuousPrunedCopyWarning) as caught:
+        history = train_pruned_contrastive(copy_of(model), (x, y, g), epochs=3, batch_size=20, prune_fraction=0.05,
+                                           device="cpu", lr=1e-12)
+    assert len([w for w in caught if issubclass(w.category, VacuousPrunedCopyWarning)]) == 1
+    assert len(history) == 3 and all(h["mask_flips"] == 0 for h in history)

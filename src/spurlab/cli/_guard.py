@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import typer
@@ -78,10 +79,16 @@ def report_crash(exc: BaseException) -> None:
     raise typer.Exit(code=1)
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr (``warning: ...``), without Python's source-line echo."""
+    err_console.print(f"warning: {message}", markup=False, highlight=False)
+
+
 class GuardedGroup(TyperGroup):
     """The top command group: no traceback ever reaches the user unless ``--debug`` asks for it."""
 
     def invoke(self, ctx):
+        warnings.showwarning = show_warning
         try:
             return super().invoke(ctx)
         except (Exit, Abort, TyperException, KeyboardInterrupt):  # exits, usage errors: typer prints them

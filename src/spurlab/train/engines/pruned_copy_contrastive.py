@@ -254,9 +254,12 @@ def is_vacuous(divergence: dict[str, float], min_divergence: float = 1e-3) -> bo
     return divergence["mask_flips"] == 0 and divergence["mask_dprob"] < min_divergence
 
 
-def _report_vacuous(divergence: dict[str, float], cfg: PrunedContrastiveConfig, epoch: int) -> None:
+def _report_vacuous(divergence: dict[str, float], cfg: PrunedContrastiveConfig, epoch: int,
+                    warned: bool = False) -> bool:
+    """Warn (once per run: ``warned`` says it was done) or refuse when the pruned copy is the model; returns
+    whether a warning has been given. Every epoch's divergence is in the history either way."""
     if cfg.on_vacuous_mask == "ignore" or not is_vacuous(divergence, cfg.min_divergence):
-        return
+        return warned
     message = (f"epoch {epoch}: the pruned copy ({cfg.mask_method} mask, {cfg.prune_fraction:g} of the "
                f"{cfg.mask_layers} weights) is indistinguishable from the model: mean |Δlogit| "
                f"{divergence['mask_dlogit']:.2e}, mean |Δp| {divergence['mask_dprob']:.2e}, no prediction flips; "
@@ -264,7 +267,10 @@ def _report_vacuous(divergence: dict[str, float], cfg: PrunedContrastiveConfig, 
     hint = "raise prune_fraction, use mask_method=gradient, or set on_vacuous_mask=ignore to run anyway"
     if cfg.on_vacuous_mask == "error":
         raise SpurlabError(message, hint=hint)
-    warnings.warn(f"{message} ({hint})", VacuousPrunedCopyWarning, stacklevel=3)
+    if not warned:
+        warnings.warn(f"{message} ({hint}; warned once per run, every epoch's divergence is in the history)",
+                      VacuousPrunedCopyWarning, stacklevel=3)
+    return True
 
 
 # ------------------------------------------------------------------ the loss
@@ -315,11 +321,11 @@ def train_pruned_contrastive(model: nn.Module, train_ds: Any, config: PrunedCont
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
-    history = []
+    history, warned = [], False
     for epoch in progress(range(1, cfg.epochs + 1), "pruned-contrastive", total=cfg.epochs):
         masks = {k: v.to(device) for k, v in compute_masks(model, (x, y), cfg, epoch).items()}
         divergence = pruned_divergence(model, masks, x[probe], None if g is None else g[probe])
-        _report_vacuous(divergence, cfg, epoch)
+        warned = _report_vacuous(divergence, cfg, epoch, warned)
         model.train()
         sums = {"loss": 0.0, "to_pruned": 0.0, "to_full": 0.0, "ce": 0.0}
         order = torch.randperm(len(yt), generator=gen)
