@@ -99,8 +99,8 @@ def run_one(name: str, seed: int, splits, erm_run: dict | None) -> dict:
            "details": {k: v for k, v in method.details_.items() if k in (
                "error_set_size", "n_upweighted", "flagged_minority_share", "C", "n_upsampled")},
            "hparams": {k: v for k, v in method.hparams_.items() if not isinstance(v, (tuple, list))}}
-    if name == "erm":
-        row["_model"] = method.model_
+    if name == "erm":  # DFR refits the last epoch's network, as its own ERM stage would
+        row["_model"] = method.final_model_
     return row
 
 
