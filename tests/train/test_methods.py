@@ -353,3 +353,13 @@ def test_train_command_lists_methods_and_reports_bad_input(tmp_path):
     bad = runner.invoke(app, ["train", "--method", "erm", "--set", "nonsense=1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "neither a hyper-parameter" in bad.output
     assert not (tmp_path / "x").exists()
+
+
+def test_dfr_refits_the_erm_run_of_its_seed_and_gets_the_same_result():
+    splits = load_splits("spurious-digits", seed=0)
+    fitted = []
+    shared = compare_methods(splits, ["erm", "dfr"], seeds=[0], epochs=3, device="cpu", on_fit=fitted.append)
+    alone = compare_methods(splits, ["dfr"], seeds=[0], epochs=3, device="cpu")
+    assert "shared ERM stage" in fitted[1].details_["base_model"]
+    columns = ["worst_group_acc", "mean_group_acc", "accuracy"]
+    assert shared[shared["method"] == "dfr"][columns].to_numpy() == pytest.approx(alone[columns].to_numpy())

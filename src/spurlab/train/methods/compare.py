@@ -9,6 +9,7 @@ import pandas as pd
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.models.model_registry import as_model_spec
 from spurlab.train.methods.method_base import Method, get_method, get_method_class, has_split
 from spurlab.train.methods.hparams import space_defaults, space_sample
 from spurlab.train.methods.selection import score_dataset
@@ -122,15 +123,38 @@ def compare_methods(splits: Mapping[str, GroupedDataset], methods: Sequence[str]
                  for name in methods for seed in seeds]
     for method in instances:  # group-label needs are checked for all methods before any training
         method._check_splits(splits)
-    rows = []
+    rows, erm_runs = [], {}
     for method in instances:
-        log(f"[spurlab] fitting {method.name} (seed {method.seed}) ...")
+        shared = _share_erm_stage(method, erm_runs, hparams)
+        log(f"[spurlab] fitting {method.name} (seed {method.seed})"
+            f"{', last layer refit on the erm run of the same seed' if shared else ''} ...")
         method.fit(splits)
+        if shared:
+            method.details_["base_model"] = f"the erm run of seed {method.seed} (shared ERM stage)"
+        if method.name == "erm":
+            erm_runs[(method.seed, method.epochs)] = method
         if on_fit is not None:
             on_fit(method)
         rows += [_result_row(method, split, method.evaluate(splits[split]),
                              method.evaluate(splits[split], final=True)) for split in score_splits]
     return pd.DataFrame(rows)
+
+
+def _share_erm_stage(method: Method, erm_runs: dict[tuple[int, int], Method],
+                     hparams: dict[str, dict[str, Any]]) -> bool:
+    """Let DFR refit the last layer of the ERM run already fitted with its seed and epochs.
+
+    DFR's first stage is that very run (same seed, epochs, defaults; last epoch kept), so the result is
+    identical and the ERM stage is trained once per seed instead of twice. Only for a registered model name
+    trained whole, and not when either method has hyper-parameters of its own or DFR was given a network.
+    """
+    erm = erm_runs.get((method.seed, method.epochs))
+    if (method.name != "dfr" or erm is None or getattr(method, "base_model", None) is not None
+            or hparams.get("dfr") or hparams.get("erm") or not isinstance(method.model, str)
+            or as_model_spec(method.model).frozen):
+        return False
+    method.base_model = erm.final_model_
+    return True
 
 
 def _check_comparison(splits, methods, seeds, hparams, score_splits) -> None:
