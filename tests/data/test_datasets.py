@@ -273,3 +273,10 @@ def test_embedding_file_errors(tmp_path):
     np.savez(tmp_path / "nolabels.npz", embeddings=np.zeros((3, 2)))
     with pytest.raises(SpurlabError, match="no 'labels' entry"):
         read_embeddings_file(tmp_path / "nolabels.npz")
+
+
+@pytest.mark.parametrize("bad, name", [({"strength": 1.5}, "strength"), ({"difficulty": "huge"}, "difficulty"),
+                                       ({"n_train": -3}, "n_train"), ({"val_fraction": 0}, "val_fraction")])
+def test_spuco_mnist_parameters_are_checked_by_name_before_reading_mnist(bad, name, tmp_path):
+    with pytest.raises(SpurlabError, match=f"parameter '{name}'"):
+        load_splits("spuco-mnist", data_dir=tmp_path, **bad)  # an empty folder: refused before any file is read

@@ -33,6 +33,7 @@ from spurlab.data.dataset_registry import register_dataset, register_preset
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.images import MNIST_CLASSES, map_classes, parse_classes, read_idx_dataset, task_class_names
 from spurlab.errors import SpurlabError
+from spurlab.params import Boolean, Interval, Options, Text, optional, positive_int, probability
 from spurlab.utils import check_probability
 
 DIGIT_PAIRS = "0,1/2,3/4,5/6,7/8,9"
@@ -118,7 +119,12 @@ def _limit(n: int | None, total: int, rng: np.random.Generator) -> np.ndarray:
 
 @register_dataset("spuco-mnist", "SpuCoMNIST rebuilt: digit-pair classes, background colour as the spurious "
                   "attribute at strength 0.995 (train), group-balanced val (from MNIST train) and test",
-                  kind="image", needs_files=True)
+                  kind="image", needs_files=True,
+                  constraints={"classes": Text(), "strength": probability(),
+                               "difficulty": Options(*DIFFICULTY_SQUARE, *DIFFICULTY_ALIASES),
+                               "val_fraction": probability(closed="neither"), "n_train": optional(positive_int()),
+                               "n_test": optional(positive_int()), "download": Boolean(),
+                               "seed": Interval(int, 0)})
 def build_spuco_mnist(data_dir: Path, classes: str = DIGIT_PAIRS, strength: float = 0.995,
                       difficulty: str = "easy", val_fraction: float = 0.2, n_train: int | None = None,
                       n_test: int | None = None, download: bool = False, seed: int = 0) -> DatasetSplits:
