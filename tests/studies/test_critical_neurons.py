@@ -508,8 +508,8 @@ def test_study_config_overrides_parse():
     study = get_study("critical-neurons")
     cfg = apply_overrides(study.default_config(True), ["ks=1,2", "modes=zero,rewind", "sigmas=0.01,0.1"])
     assert cfg["ks"] == [1, 2] and cfg["modes"] == ["zero", "rewind"] and cfg["sigmas"] == [0.01, 0.1]
-    with pytest.raises(SpurlabError, match="unknown or no selectors"):
-        study.validate({**cfg, "selectors": ["psychic"]})
+    with pytest.raises(SpurlabError, match="parameter 'selectors'"):
+        run_study("critical-neurons", quick=True, device="cpu", overrides={"selectors": "psychic"}, write=False)
     with pytest.raises(SpurlabError, match="rewind_epochs"):
         study.validate({**cfg, "rewind_epochs": [50]})
 

@@ -25,6 +25,7 @@ import pandas as pd
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import get_entry, load_splits, resolve_data_dir
 from spurlab.errors import DataNotFoundError, SpurlabError
+from spurlab.params import AnyOf, Interval, NumberList, OptionList, Options, positive_int, probability
 from spurlab.models import as_model_spec, make_model
 from spurlab.models.editing import MODES
 from spurlab.models.layers import prunable_layers
@@ -35,7 +36,8 @@ from spurlab.probes.unit_evidence import (UnitSet, build_interventions, group_ac
 from spurlab.studies.critical_neurons import neurons_figures as figs
 from spurlab.studies.critical_neurons import neurons_framework as fw
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
-from spurlab.train.engines.pruned_copy_contrastive import MASK_LAYERS, MASK_METHODS, REPRESENTATIONS
+from spurlab.train.engines.pruned_copy_contrastive import (MASK_LAYERS, MASK_METHODS, REPRESENTATIONS,
+                                                           VACUOUS_POLICIES)
 from spurlab.train.trainer import TrainConfig, fit
 
 SELECTORS = ("weight_norm", "group_gradient", "magnitude")
@@ -77,32 +79,28 @@ class CriticalNeuronsStudy(Study):
             })
         return config
 
+    parameter_constraints = {
+        "p": probability(), "n_train": positive_int(), "n_test": positive_int(),
+        "erm_epochs": positive_int(), "erm_lr": Interval(float, 0, None, closed="neither"),
+        "erm_batch": positive_int(), "selectors": OptionList(*SELECTORS), "n_worst": positive_int(),
+        "magnitude_fractions": NumberList(probability(closed="right")), "modes": OptionList(*MODES),
+        "ks": NumberList(positive_int()), "sigmas": NumberList(Interval(float, 0, None, closed="neither")),
+        "repeats": positive_int(), "rewind_epochs": NumberList(positive_int(), min_len=0),
+        "paper_edit_sigma": Interval(float, 0, None, closed="neither"), "paper_edit_repeats": Interval(int, 2),
+        "n_seeds": positive_int(), "framework_epochs": positive_int(),
+        "framework_lr": Interval(float, 0, None, closed="neither"), "framework_batch": Interval(int, 2),
+        "lam": Interval(float, 0, None), "temperature": Interval(float, 0, None, closed="neither"),
+        "prune_fraction": probability(closed="neither"), "framework_masks": OptionList(*MASK_METHODS),
+        "mask_layers": Options(*MASK_LAYERS), "representation": Options(*REPRESENTATIONS),
+        "on_vacuous_mask": Options(*VACUOUS_POLICIES), "eval_batch": positive_int(),
+        "gradient_groups": AnyOf(Options("minority", "all"), NumberList(Interval(int, 0))),
+    }
+
     def validate(self, config: dict[str, Any]) -> None:
-        bad = [s for s in config["selectors"] if s not in SELECTORS]
-        if bad or not config["selectors"]:
-            raise SpurlabError(f"unknown or no selectors {bad or config['selectors']}",
-                               hint=f"choose from {', '.join(SELECTORS)}")
-        bad = [m for m in config["modes"] if m not in MODES]
-        if bad:
-            raise SpurlabError(f"unknown intervention modes {bad}", hint=f"choose from {', '.join(MODES)}")
-        if not config["ks"] or min(config["ks"]) < 1:
-            raise SpurlabError(f"ks must be positive unit counts, got {config['ks']}")
-        if any(r >= config["erm_epochs"] or r < 1 for r in config["rewind_epochs"]) and "rewind" in config["modes"]:
+        """What the declared constraints cannot say: the rewind epochs must fall inside the ERM run."""
+        if "rewind" in config["modes"] and any(r >= config["erm_epochs"] for r in config["rewind_epochs"]):
             raise SpurlabError(f"rewind_epochs {config['rewind_epochs']} must lie in 1..erm_epochs-1 "
                                f"({config['erm_epochs'] - 1})", hint="lower rewind_epochs or raise erm_epochs")
-        if int(config["n_seeds"]) < 1 or int(config["repeats"]) < 1:
-            raise SpurlabError("n_seeds and repeats must be at least 1")
-        bad = [m for m in config["framework_masks"] if m not in MASK_METHODS]
-        if bad:
-            raise SpurlabError(f"unknown framework_masks {bad}", hint=f"choose from {', '.join(MASK_METHODS)}")
-        for key, allowed in (("representation", REPRESENTATIONS), ("mask_layers", MASK_LAYERS)):
-            if config[key] not in allowed:
-                raise SpurlabError(f"unknown {key} {config[key]!r}", hint=f"choose from {', '.join(allowed)}")
-        if int(config["paper_edit_repeats"]) < 2 or not float(config["paper_edit_sigma"]) > 0:
-            raise SpurlabError("paper_edit_repeats must be at least 2 (to show a spread) and paper_edit_sigma > 0")
-        if config["gradient_groups"] not in ("minority", "all") and not isinstance(config["gradient_groups"], list):
-            raise SpurlabError(f"gradient_groups must be 'minority', 'all' or a list of group ids, "
-                               f"got {config['gradient_groups']!r}")
 
     # ------------------------------------------------------------ run
     def run(self, ctx: StudyContext) -> StudyResult:
