@@ -14,6 +14,7 @@ import copy
 
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, positive_int, probability
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice, log_uniform
 from spurlab.train.methods.selection import EpochSelector
@@ -26,31 +27,23 @@ class PrunedContrastive(Method):
     summary = "ERM, then fine-tune with a pruned copy of itself: NT-Xent both ways + lam x CE"
     reference = "You et al., Nature Communications 2025 (arXiv 2501.00961)"
     extra_space = {
-        "finetune_epochs": Hparam(10, choice([5, 10, 20]), "epochs of the contrastive fine-tuning"),
-        "finetune_lr": Hparam(2e-4, log_uniform(-4.5, -3), "Adam learning rate of the fine-tuning"),
-        "prune_fraction": Hparam(0.01, choice([0.005, 0.01, 0.02, 0.05]), "share of weights the copy masks"),
-        "temperature": Hparam(0.5, choice([0.1, 0.5, 1.0]), "NT-Xent temperature"),
-        "lam": Hparam(0.2, choice([0.1, 0.2, 0.5, 1.0]), "weight of the cross-entropy term"),
+        "finetune_epochs": Hparam(10, choice([5, 10, 20]), "epochs of the contrastive fine-tuning", positive_int()),
+        "finetune_lr": Hparam(2e-4, log_uniform(-4.5, -3), "Adam learning rate of the fine-tuning",
+                              Interval(float, 0, None, closed="neither")),
+        "prune_fraction": Hparam(0.01, choice([0.005, 0.01, 0.02, 0.05]), "share of weights the copy masks",
+                                 probability(closed="neither")),
+        "temperature": Hparam(0.5, choice([0.1, 0.5, 1.0]), "NT-Xent temperature",
+                              Interval(float, 0, None, closed="neither")),
+        "lam": Hparam(0.2, choice([0.1, 0.2, 0.5, 1.0]), "weight of the cross-entropy term", Interval(float, 0, None)),
         "representation": Hparam("softmax", choice(["softmax", "logits"]),
                                  "softmax: the authors' head (NT-Xent on softmax, CE on that softmax); "
-                                 "logits or features: NT-Xent on those, CE on the logits"),
+                                 "logits or features: NT-Xent on those, CE on the logits", Options(*REPRESENTATIONS)),
         "mask_method": Hparam("magnitude", choice(["magnitude"]),
-                              "magnitude (smallest |w|, the authors' default) or gradient"),
+                              "magnitude (smallest |w|, the authors' default) or gradient", Options(*MASK_METHODS)),
     }
 
     def check_hparams(self, hp: dict) -> None:
         super().check_hparams(hp)
-        if int(hp["finetune_epochs"]) < 1:
-            raise SpurlabError(f"finetune_epochs must be at least 1, got {hp['finetune_epochs']}")
-        if not 0 < hp["prune_fraction"] < 1:
-            raise SpurlabError(f"prune_fraction must lie in (0, 1), got {hp['prune_fraction']}")
-        if not hp["temperature"] > 0 or not hp["finetune_lr"] > 0 or hp["lam"] < 0:
-            raise SpurlabError("temperature and finetune_lr must be positive and lam non-negative")
-        if hp["representation"] not in REPRESENTATIONS:
-            raise SpurlabError(f"representation must be one of {', '.join(REPRESENTATIONS)}, "
-                               f"got {hp['representation']!r}")
-        if hp["mask_method"] not in MASK_METHODS:
-            raise SpurlabError(f"mask_method must be magnitude or gradient, got {hp['mask_method']!r}")
         if int(hp["batch_size"]) < 2:
             raise SpurlabError("the contrastive loss needs batch_size >= 2 (the rest of the batch are negatives)")
 
