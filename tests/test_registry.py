@@ -107,3 +107,25 @@ def test_the_cli_sees_a_plugged_in_dataset(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["datasets", "list"])
     assert result.exit_code == 0 and "my-plugged-data" in result.output
     assert len(load_splits("my-plugged-data")["train"]) == 44
+
+
+def test_declared_builtin_names_are_exactly_what_the_modules_register():
+    from spurlab.studies.study_base import STUDIES, STUDY_NAMES
+    from spurlab.train.methods.method_base import METHOD_NAMES, METHODS
+
+    for registry, declared in ((STUDIES, STUDY_NAMES), (METHODS, METHOD_NAMES)):
+        registry.load()
+        origins = {n: registry._origin[n] for n in registry._entries}
+        builtin = {n for n, o in origins.items() if any(o == m or o.startswith(m + ".") for m in registry.modules)}
+        assert builtin == set(declared), registry.kind
+
+
+def test_a_bad_name_is_refused_without_importing_the_modules(monkeypatch):
+    from spurlab.registry import Registry
+
+    registry = Registry("widget", ["spurlab_no_such_module_to_import"], builtin_names=["gear", "cog"])
+    monkeypatch.delenv("SPURLAB_PLUGINS", raising=False)
+    with pytest.raises(UnknownNameError, match="cog, gear|gear, cog"):
+        registry.get("sprocket")  # would raise ModuleNotFoundError if the modules were imported
+    with pytest.raises(ModuleNotFoundError):
+        registry.get("gear")  # a built-in name loads the modules

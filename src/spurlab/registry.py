@@ -62,14 +62,20 @@ class Registry(Generic[T]):
     order : "modules" or "name"
         Listing order: built-in entries in ``modules`` order, then the user's
         (registration order within a module), or alphabetical.
+    builtin_names : sequence of str, optional
+        The names ``modules`` register (a test keeps the two equal). With it, an unknown name is refused
+        without importing the modules when no plug-in is configured: a typo answers at once instead of
+        after torch has loaded.
     """
 
-    def __init__(self, kind: str, modules: tuple[str, ...] | list[str] = (), order: str = "modules"):
+    def __init__(self, kind: str, modules: tuple[str, ...] | list[str] = (), order: str = "modules",
+                 builtin_names: tuple[str, ...] | list[str] | None = None):
         if order not in ("modules", "name"):
             raise ValueError(f"order must be 'modules' or 'name', got {order!r}")
         self.kind = kind
         self.modules = list(modules)
         self.order = order
+        self.builtin_names = None if builtin_names is None else list(builtin_names)
         self._entries: dict[str, T] = {}
         self._origin: dict[str, str] = {}
         self._loaded = False
@@ -108,10 +114,18 @@ class Registry(Generic[T]):
         ``load=False`` looks only at what is registered so far (for use while a
         module that registers entries is being imported).
         """
+        if load and not self._loaded and self._surely_unknown(name):
+            known = self.builtin_names + [n for n in self._entries if n not in self.builtin_names]
+            raise UnknownNameError(self.kind, name, sorted(known) if self.order == "name" else known)
         entries = self.entries() if load else self._entries
         if name not in entries:
             raise UnknownNameError(self.kind, name, list(entries))
         return entries[name]
+
+    def _surely_unknown(self, name: str) -> bool:
+        """Unknown without importing anything: not built in, not registered yet, and no plug-in could add it."""
+        return (self.builtin_names is not None and name not in self.builtin_names and name not in self._entries
+                and not plugin_modules())
 
     def names(self) -> list[str]:
         return list(self.entries())

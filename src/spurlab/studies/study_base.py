@@ -132,7 +132,10 @@ STUDY_MODULES: list[str] = [
     "critical_neurons",
     "failure_directions",
 ]
-STUDIES: Registry[type[Study]] = Registry("study", [f"spurlab.studies.{m}" for m in STUDY_MODULES], order="name")
+STUDY_NAMES = ("critical-neurons", "failure-directions", "feature-contamination", "ood-failure-modes",
+               "spurious-memorization")  # what STUDY_MODULES register: a bad name is refused without importing them
+STUDIES: Registry[type[Study]] = Registry("study", [f"spurlab.studies.{m}" for m in STUDY_MODULES], order="name",
+                                          builtin_names=STUDY_NAMES)
 
 
 def register_study(cls: type[Study]) -> type[Study]:

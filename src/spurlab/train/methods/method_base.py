@@ -265,7 +265,10 @@ class Method(ABC):
 # ------------------------------------------------------------------ registry
 METHOD_MODULES: list[str] = ["erm", "reweighting", "groupdro", "jtt", "dfr", "failure_directions",
                              "pruned_contrastive"]
-METHODS: Registry[type[Method]] = Registry("method", [f"spurlab.train.methods.{m}" for m in METHOD_MODULES])
+METHOD_NAMES = ("erm", "reweight", "upsample", "groupdro", "jtt", "dfr", "failure_directions",
+                "pruned_contrastive")  # what METHOD_MODULES register: a bad name is refused without importing them
+METHODS: Registry[type[Method]] = Registry("method", [f"spurlab.train.methods.{m}" for m in METHOD_MODULES],
+                                           builtin_names=METHOD_NAMES)
 
 
 def register_method(cls: type[Method]) -> type[Method]:
