@@ -17,11 +17,11 @@ The names load on first use (PEP 562), so ``import spurlab`` and ``spurlab --hel
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from spurlab._version import __version__
 from spurlab.errors import SpurlabError
+from spurlab.lazy_exports import lazy_exports
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -66,14 +66,4 @@ if TYPE_CHECKING:
     from spurlab.train.methods.method_base import get_method, method_registry
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spurlab' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

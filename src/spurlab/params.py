@@ -15,6 +15,7 @@ tree: it imports nothing from spurlab but ``errors``.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import numbers
 import os
 from collections.abc import Callable, Mapping
@@ -27,14 +28,14 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
-class Constraint:
+class Constraint(ABC):
     """One parameter's accepted values; ``convert`` returns the value in canonical form or raises ValueError."""
 
-    def convert(self, value: Any) -> Any:  # pragma: no cover - every constraint overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def convert(self, value: Any) -> Any: ...
 
-    def describe(self) -> str:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self) -> str: ...
 
     def __str__(self) -> str:
         return self.describe()

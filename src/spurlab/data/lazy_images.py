@@ -22,6 +22,7 @@ import hashlib
 import os
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -226,7 +227,7 @@ class DecodeStats:
     cache_hits: int = 0
 
 
-class LazyArray:
+class LazyArray(ABC):
     """Shared array behaviour of the lazy inputs: shape, dtype, indexing -> float32 batches."""
 
     dtype = np.dtype(np.float32)
@@ -315,11 +316,13 @@ class LazyArray:
     def max(self) -> float:
         return float(max((self[s:s + 512].max() for s in range(0, len(self), 512)), default=np.nan))
 
+    @abstractmethod
     def _load(self, positions: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Float32 images at ``positions`` (row numbers of this view)."""
 
+    @abstractmethod
     def _view(self, rows: np.ndarray):
-        raise NotImplementedError
+        """A lazy view of this array's ``rows``."""
 
 
 class UInt8Images(LazyArray):

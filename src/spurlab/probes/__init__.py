@@ -15,8 +15,9 @@ The names load on first use (PEP 562): most probes need torch.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from spurlab.lazy_exports import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "FailureDirections": "spurlab.probes.directions",
@@ -48,14 +49,4 @@ if TYPE_CHECKING:
     from spurlab.probes.unit_evidence import unit_evidence
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spurlab.probes' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
