@@ -114,13 +114,19 @@ class Registry(Generic[T]):
         ``load=False`` looks only at what is registered so far (for use while a
         module that registers entries is being imported).
         """
-        if load and not self._loaded and self._surely_unknown(name):
-            known = self.builtin_names + [n for n in self._entries if n not in self.builtin_names]
-            raise UnknownNameError(self.kind, name, sorted(known) if self.order == "name" else known)
+        if load:
+            self.refuse_unknown(name)
         entries = self.entries() if load else self._entries
         if name not in entries:
             raise UnknownNameError(self.kind, name, list(entries))
         return entries[name]
+
+    def refuse_unknown(self, name: str) -> None:
+        """Raise :class:`UnknownNameError` when ``name`` is surely unknown, without importing anything;
+        otherwise do nothing (a later :meth:`get` loads the entries and answers for certain)."""
+        if not self._loaded and self._surely_unknown(name):
+            known = self.builtin_names + [n for n in self._entries if n not in self.builtin_names]
+            raise UnknownNameError(self.kind, name, known)
 
     def _surely_unknown(self, name: str) -> bool:
         """Unknown without importing anything: not built in, not registered yet, and no plug-in could add it."""

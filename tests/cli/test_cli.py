@@ -1,5 +1,6 @@
 """The command line through Typer's test runner: datasets, bad options, the audit command's errors."""
 
+import pytest
 from typer.testing import CliRunner
 
 from spurlab.cli import app
@@ -48,3 +49,19 @@ def test_a_warning_is_one_line_without_the_source_echo(capsys):
                  line="history = framework(...)")
     err = capsys.readouterr().err
     assert err.strip() == "warning: the pruned copy is the model [raise prune_fraction]"
+
+
+@pytest.mark.parametrize("argv, message", [(["study", "nope"], "unknown study 'nope'"),
+                                           (["train", "--method", "nope"], "unknown method 'nope'"),
+                                           (["audit", "--methods", "erm,magic"], "unknown method 'magic'"),
+                                           (["datasets", "show", "mnsit"], "unknown dataset 'mnsit'")])
+def test_a_bad_name_is_answered_before_torch_is_imported(argv, message):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom spurlab.cli import app\n"
+            f"try:\n    app({argv!r}, prog_name='spurlab')\nexcept SystemExit as exc:\n    status = exc.code\n"
+            "print('status', status, 'torch', 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "status 2 torch False" in done.stdout, done.stdout + done.stderr
+    assert message in done.stderr

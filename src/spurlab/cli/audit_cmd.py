@@ -11,6 +11,7 @@ from spurlab.cli._console import (DataDir, ImageRootOpt, LabelOpt, SetOpt, Spuri
                                   frame_table, parse_sets, table_dataset)
 from spurlab.errors import SpurlabError
 from spurlab.runs import check_out_dir
+from spurlab.train.methods.method_names import METHODS
 
 MODEL_HELP = ("A registered model (list: spurlab models), torchvision:<arch>, timm:<name>, your trained model as a "
               "TorchScript file (torch.jit.save: audited as it is) or pkg.module:factory. Model options: --set "
@@ -37,14 +38,16 @@ def audit(dataset: Optional[str] = typer.Option(None, "--dataset", help="A regis
           data_dir: Optional[Path] = DataDir,
           set_: Optional[list[str]] = SetOpt) -> None:
     """Diagnose, explain and fix a model's reliance on spurious features; writes report.html."""
-    from spurlab.audit import run_audit
-    from spurlab.models.model_registry import model_from_text, split_model_options
-
     def split_list(text: str | None) -> tuple[str, ...] | None:
         return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
     try:
+        for name in split_list(methods) or ():
+            METHODS.refuse_unknown(name)  # a typo answers before torch loads
         check_out_dir(out)
+        from spurlab.audit import run_audit
+        from spurlab.models.model_registry import model_from_text, split_model_options
+
         if embeddings is not None and dataset is not None:
             raise SpurlabError("--embeddings cannot be combined with --dataset: the embeddings file is the dataset",
                                hint="give one of --dataset NAME, --embeddings FILE or --table FILE")

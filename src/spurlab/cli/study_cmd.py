@@ -11,6 +11,7 @@ from rich.table import Table
 from spurlab.cli._console import SetOpt, console, fail, frame_table
 from spurlab.errors import SpurlabError
 from spurlab.runs import check_out_dir
+from spurlab.studies.study_names import STUDIES
 
 
 def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
@@ -26,9 +27,9 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
           positive: Optional[str] = typer.Option(None, "--positive", help="Label values counted as the "
                                                  "positive class, comma-separated.")) -> None:
     """Reproduce one research work: results.csv, manifest.json, figures and report.html."""
-    from spurlab.studies.study_base import get_study, run_study, study_registry
-
     if name == "list":
+        from spurlab.studies.study_base import study_registry
+
         table = Table(title="spurlab studies")
         for col in ("name", "paper", "what it reproduces"):
             table.add_column(col)
@@ -41,7 +42,10 @@ def study(name: str = typer.Argument(..., help="A study name, or 'list'."),
         if value is not None:
             overrides.append(f"{key}={value}")
     try:
+        STUDIES.refuse_unknown(name)  # a typo answers before numpy, pandas and torch load
         check_out_dir(out)
+        from spurlab.studies.study_base import get_study, run_study
+
         get_study(name)
         result, path = run_study(name, out_dir=out, quick=quick, seed=seed, device=device, overrides=overrides)
     except SpurlabError as exc:

@@ -11,6 +11,7 @@ from rich.table import Table
 from spurlab.cli._console import console, fail, frame_table
 from spurlab.errors import SpurlabError
 from spurlab.runs import check_out_dir
+from spurlab.train.methods.method_names import METHODS
 
 
 def _methods_table():
@@ -51,6 +52,7 @@ def train(method: str = typer.Option(..., "--method", help="A training method, o
         console.print(_methods_table())
         return
     try:
+        METHODS.refuse_unknown(method)  # a typo answers before torch loads
         check_out_dir(out)
         model_spec, set_ = model_overrides(model, set_)
         hparams, params = split_overrides(method, dataset, set_)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from spurlab.errors import SpurlabError
 from spurlab.params import Boolean, Constraint, Interval, NumberList, check_param, check_params
-from spurlab.registry import Registry
+from spurlab.studies.study_names import STUDIES, STUDY_MODULES, STUDY_NAMES  # noqa: F401
 from spurlab.runs import default_out_dir, package_versions, parse_value, split_key_values
 from spurlab.report.html import HtmlReport
 from spurlab.utils import atomic_write_csv, atomic_write_json, log, resolve_device
@@ -124,20 +124,6 @@ class Study(ABC):
 
 
 # ------------------------------------------------------------------ registry
-STUDY_MODULES: list[str] = [
-    # paper folders under spurlab.studies that register a study when imported
-    "spurious_memorization",
-    "ood_failure_modes",
-    "feature_contamination",
-    "critical_neurons",
-    "failure_directions",
-]
-STUDY_NAMES = ("critical-neurons", "failure-directions", "feature-contamination", "ood-failure-modes",
-               "spurious-memorization")  # what STUDY_MODULES register: a bad name is refused without importing them
-STUDIES: Registry[type[Study]] = Registry("study", [f"spurlab.studies.{m}" for m in STUDY_MODULES], order="name",
-                                          builtin_names=STUDY_NAMES)
-
-
 def register_study(cls: type[Study]) -> type[Study]:
     """Class decorator: make ``cls`` runnable as ``spurlab study <cls.name>``."""
     return STUDIES.add(cls.name, cls)

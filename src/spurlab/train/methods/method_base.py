@@ -30,7 +30,7 @@ from spurlab.params import Interval, check_params, positive_int
 from spurlab.models.model_registry import as_model_spec
 from spurlab.models.model_registry import resolve_model_name as registered_model_name
 from spurlab.models.penultimate import LinearHead, attach_head
-from spurlab.registry import Registry
+from spurlab.train.methods.method_names import METHOD_MODULES, METHOD_NAMES, METHODS  # noqa: F401
 from spurlab.train.methods.hparams import (OPTIMIZER_SPACE, Hparam, check_hparam_names, space_constraints,
                                          space_defaults)
 from spurlab.train.feature_cache import embed_splits
@@ -263,12 +263,6 @@ class Method(ABC):
 
 
 # ------------------------------------------------------------------ registry
-METHOD_MODULES: list[str] = ["erm", "reweighting", "groupdro", "jtt", "dfr", "failure_directions",
-                             "pruned_contrastive"]
-METHOD_NAMES = ("erm", "reweight", "upsample", "groupdro", "jtt", "dfr", "failure_directions",
-                "pruned_contrastive")  # what METHOD_MODULES register: a bad name is refused without importing them
-METHODS: Registry[type[Method]] = Registry("method", [f"spurlab.train.methods.{m}" for m in METHOD_MODULES],
-                                           builtin_names=METHOD_NAMES)
 
 
 def register_method(cls: type[Method]) -> type[Method]:
