@@ -285,14 +285,147 @@ def _all_at_bound(x, y, c) -> tuple[np.ndarray, float] | None:
     return w, (hi if np.isfinite(hi) else lo)
 
 
+# ------------------------------------------------------------------ the exact hinge along the C path
+class _FreeGram:
+    """Inner products among the examples that have been free (on the margin) so far, each pair computed
+    once: libsvm's kernel cache, restricted to the few hundred examples near the margin."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.slot = np.full(len(x), -1)
+        self.size = 0
+        self.rows = np.zeros((0, x.shape[1]))  # the cached examples, in slot order
+        self.gram = np.zeros((0, 0))
+
+    def _reserve(self, size: int) -> None:
+        """Grow the buffers by doubling, so that the copies stay linear in the final size."""
+        if size <= len(self.gram):
+            return
+        capacity, old = min(2 * size, len(self.x)), self.size
+        rows, gram = np.empty((capacity, self.x.shape[1])), np.empty((capacity, capacity))
+        rows[:old], gram[:old, :old] = self.rows[:old], self.gram[:old, :old]
+        self.rows, self.gram = rows, gram
+
+    def block(self, idx: np.ndarray) -> np.ndarray:
+        new = idx[self.slot[idx] < 0]
+        if new.size:
+            old, size = self.size, self.size + len(new)
+            self._reserve(size)
+            self.slot[new] = np.arange(old, size)
+            self.rows[old:size] = self.x[new]
+            cross = self.rows[old:size] @ self.rows[:size].T
+            self.gram[old:size, :size] = cross
+            self.gram[:old, old:size] = cross[:, :old].T
+            self.size = size
+        slots = self.slot[idx]
+        return self.gram[np.ix_(slots, slots)]
+
+
+def _on_the_margin(x, y, c, free, upper, cache: _FreeGram):
+    """``(w, b, a)`` with the free examples exactly on the margin and the upper ones at their bound
+    (``w = sum_i a_i y_i x_i``, ``sum_i a_i y_i = 0``); ``None`` when the free examples' Gram block is singular."""
+    idx = np.flatnonzero(free)
+    v = x.T @ np.where(upper, y * c, 0.0)
+    try:
+        chol = linalg.cho_factor(cache.block(idx), check_finite=False)
+    except linalg.LinAlgError:
+        return None
+    rhs = np.stack([y[idx] - x[idx] @ v, np.ones(len(idx))], axis=1)
+    u, e = linalg.cho_solve(chol, rhs, check_finite=False).T
+    b = (u.sum() + y[upper] @ c[upper]) / e.sum()
+    beta = u - b * e  # y_i a_i of the free examples
+    a = np.where(upper, c, 0.0)
+    a[idx] = y[idx] * beta
+    return v + x[idx].T @ beta, b, a
+
+
+def _optimal(fraction, margin, free, upper, tol: float = 1e-9) -> bool:
+    """The KKT conditions: multipliers within their bounds, free examples on the margin, examples at zero
+    outside it, examples at their bound inside it (``tol`` on the multipliers' fraction of their bound,
+    ``10 tol`` on the margins)."""
+    lower = ~(free | upper)
+    return bool(fraction.min() >= -tol and fraction.max() <= 1.0 + tol
+                and np.all(np.abs(margin[free] - 1.0) <= 10 * tol)
+                and np.all(margin[lower] >= 1.0 - 10 * tol) and np.all(margin[upper] <= 1.0 + 10 * tol))
+
+
+def _active_set(x, y, c, free, upper, cache: _FreeGram, max_iter: int):
+    """Primal-dual active set (block principal pivoting) from the guess ``(free, upper)``: solve with the free
+    examples on the margin and the upper ones at their bound, move every example that breaks the optimality
+    conditions, repeat. Returns the optimum ``(w, b, a)``, or ``None`` when the sets cycle, a Gram block is
+    singular or ``max_iter`` runs out (the caller then takes a shorter step along the C path)."""
+    seen = set()
+    for _ in range(max_iter):
+        key = free.tobytes() + upper.tobytes()
+        if key in seen or not free.any():
+            return None
+        seen.add(key)
+        solved = _on_the_margin(x, y, c, free, upper, cache)
+        if solved is None:
+            return None
+        w, b, a = solved
+        margin, fraction = y * (x @ w + b), a / c
+        if _optimal(fraction, margin, free, upper):
+            return w, b, np.clip(a, 0.0, c)
+        score = fraction - (margin - 1.0)
+        free, upper = (score > 0.0) & (score < 1.0), score >= 1.0
+    return None
+
+
+class _HingePath:
+    """Exact hinge-SVM solutions for increasing C on one data set, by the active set warm-started at the
+    previous solution: from the largest C at which every multiplier sits at its bound (two examples then
+    leave it), geometric steps towards each requested C, halved when the active set fails, grown after a
+    success. ``solve`` returns ``None`` when this does not reach C (the caller falls back to the interior
+    point)."""
+
+    MAX_PIVOTS = 10
+    MAX_ATTEMPTS = 60
+
+    def __init__(self, x, y, weight):
+        self.x, self.y, self.weight = x, y, weight
+        self.cache = _FreeGram(x)
+        self.state = self._start()
+        self.step = 2.0
+
+    def _start(self):
+        f = self.x @ (self.x.T @ (self.y * self.weight))
+        pos, neg = np.flatnonzero(self.y > 0), np.flatnonzero(self.y < 0)
+        i, j = pos[np.argmax(f[pos])], neg[np.argmin(f[neg])]
+        free = np.zeros(len(self.y), dtype=bool)
+        free[[i, j]] = True
+        return 2.0 / max(float(f[i] - f[j]), TINY), free, ~free
+
+    def solve(self, target: float):
+        c0, free, upper = self.state
+        for _ in range(self.MAX_ATTEMPTS):
+            c_next = min(target, c0 * self.step)
+            c = c_next * self.weight
+            solution = _active_set(self.x, self.y, c, free, upper, self.cache, self.MAX_PIVOTS)
+            if solution is None:
+                self.step = np.sqrt(self.step)
+                continue
+            w, b, a = solution
+            upper = a >= c
+            free = (a > 0.0) & ~upper
+            c0, self.step = c_next, self.step ** 1.5
+            if c_next >= target:
+                self.state = (c0, free, upper)
+                return w, libsvm_intercept(self.x @ w, self.y, a, c, free)
+        return None
+
+
 def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-10) -> SvmSolution:
     """Solve the weighted hinge-loss SVM (scikit-learn's ``SVC(kernel="linear")``) for every value in ``c``.
 
-    ``F(w, b) = 1/2 ||w||^2 + sum_i C s_i max(0, 1 - y_i (x_i . w + b))`` with an unregularized bias,
-    solved to ``tol`` (float64) by a batched primal-dual interior-point method -- all values of ``c`` at
-    once, in the span of the examples when they are fewer than the dimensions -- with the bias set by
-    libsvm's rule (:func:`libsvm_intercept`), so the flags are those ``SVC`` gives at the same ``C``.
-    Values of ``C`` small enough that every multiplier sits at its bound are solved in closed form.
+    ``F(w, b) = 1/2 ||w||^2 + sum_i C s_i max(0, 1 - y_i (x_i . w + b))`` with an unregularized bias, exactly
+    (float64), with the bias set by libsvm's rule (:func:`libsvm_intercept`), so the flags are those ``SVC``
+    gives at the same ``C``. Values of ``C`` small enough that every multiplier sits at its bound are solved in
+    closed form; the others, in increasing order, by an active set warm-started along the C path
+    (:class:`_HingePath`; it needs both labels and weights that balance them, ``sum_i s_i y_i = 0``, as
+    ``class_weight="balanced"`` gives); whatever it does not reach goes to a batched primal-dual interior-point
+    method solved to ``tol`` (``max_iter`` steps at most), in the span of the examples when they are fewer
+    than the dimensions.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -301,19 +434,22 @@ def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-
     if not np.all(cs > 0):
         raise SpurlabError("every C must be positive", hint="use e.g. numpy.logspace(-6, 0, 7)")
     w_out, b_out = np.zeros((len(cs), x.shape[1])), np.zeros(len(cs))
-    converged = np.ones(len(cs), dtype=bool)
+    balanced = np.any(y > 0) and np.any(y < 0) and abs(float(y @ weight)) <= 1e-10 * float(weight.sum())
+    path = _HingePath(x, y, weight) if balanced else None
     rest = []
-    for j, value in enumerate(cs):
-        closed = _all_at_bound(x, y, value * weight)
-        if closed is None:
+    for j in np.argsort(cs, kind="stable"):
+        found = _all_at_bound(x, y, cs[j] * weight)
+        if found is None and path is not None:
+            found = path.solve(float(cs[j]))
+        if found is None:
             rest.append(j)
         else:
-            w_out[j], b_out[j] = closed
+            w_out[j], b_out[j] = found
     n_iter = 0
     if rest:
         w_rest, b_rest, n_iter = _hinge_interior_point(x, y, cs[rest][:, None] * weight[None], max_iter, tol)
         w_out[rest], b_out[rest] = w_rest, b_rest
-    return SvmSolution(w=w_out, b=b_out, n_iter=n_iter, converged=converged)
+    return SvmSolution(w=w_out, b=b_out, n_iter=n_iter, converged=np.ones(len(cs), dtype=bool))
 
 
 def _hinge_interior_point(x, y, c, max_iter: int, tol: float):
