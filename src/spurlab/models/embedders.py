@@ -12,6 +12,7 @@ repeated to RGB) and returns float32 (N, D). :func:`get_embedder` builds one by 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -176,6 +177,41 @@ def _local_dir(path: str | Path, what: str) -> Path:
     return path
 
 
+CLIP_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                     "pytorch_model.bin.index.json")
+CLIP_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
+CLIP_FOLDER_HINT = ("pass the folder a CLIPModel and its tokenizer were saved to with save_pretrained() (config.json "
+                    "with model_type 'clip', the weights, tokenizer.json or vocab.json + merges.txt)")
+
+
+def check_clip_checkpoint(path: str | Path) -> Path:
+    """The folder of a local Hugging Face CLIP checkpoint, refused with a named error unless it is one.
+
+    Read without loading anything: ``config.json`` with ``model_type`` ``clip``, a weights file and
+    the tokenizer's files (what ``CLIPModel.save_pretrained`` and the tokenizer's write).
+    """
+    path = _local_dir(path, "CLIP")
+    if not path.is_dir():
+        raise SpurlabError(f"CLIP checkpoint {path} is a file, not a folder", hint=CLIP_FOLDER_HINT)
+    config = path / "config.json"
+    if not config.is_file():
+        raise SpurlabError(f"{path} is not a CLIP checkpoint: it has no config.json", hint=CLIP_FOLDER_HINT)
+    try:
+        model_type = json.loads(config.read_text("utf-8")).get("model_type")
+    except (ValueError, AttributeError):
+        raise SpurlabError(f"{path} is not a CLIP checkpoint: its config.json is not a JSON object",
+                           hint=CLIP_FOLDER_HINT) from None
+    if model_type != "clip":
+        raise SpurlabError(f"{path} is not a CLIP checkpoint: config.json names model_type {model_type!r}",
+                           hint="HFClipEncoder loads CLIPModel folders (model_type 'clip'); an open_clip file "
+                                "goes to OpenClipEncoder")
+    for what, names in (("weights", CLIP_WEIGHT_FILES), ("tokenizer", CLIP_TOKENIZER_FILES)):
+        if not any((path / name).is_file() for name in names):
+            raise SpurlabError(f"CLIP checkpoint {path} has no {what} ({' or '.join(names)})",
+                               hint=CLIP_FOLDER_HINT)
+    return path
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -190,7 +226,7 @@ class HFClipEncoder:
     name = "clip"
 
     def __init__(self, path: str | Path, batch_size: int = 64, device: str = "auto", normalize: bool = True):
-        self.path = _local_dir(path, "CLIP")
+        self.path = check_clip_checkpoint(path)
         self.batch_size = int(batch_size)
         self.device = device
         self.normalize = normalize
@@ -204,15 +240,17 @@ class HFClipEncoder:
             except ImportError as exc:
                 raise SpurlabError("Hugging Face transformers is not installed",
                                    hint="pip install transformers (or spurlab[clip])") from exc
-            self._model = CLIPModel.from_pretrained(self.path, local_files_only=True).eval()
-            self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            try:
+                self._model = CLIPModel.from_pretrained(self.path, local_files_only=True).eval()
+                self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            except (OSError, ValueError, KeyError) as exc:
+                raise SpurlabError(f"could not load the CLIP checkpoint {self.path}: {exc}",
+                                   hint=CLIP_FOLDER_HINT) from exc
             self.image_size, self.mean, self.std = self._image_settings()
         device = resolve_device(self.device)
         return self._model.to(device), self._tokenizer, device
 
     def _image_settings(self) -> tuple[int, tuple, tuple]:
-        import json
-
         size = int(self._model.config.vision_config.image_size)
         mean, std = CLIP_MEAN, CLIP_STD
         config = self.path / "preprocessor_config.json"
@@ -240,7 +278,9 @@ class HFClipEncoder:
         model, tokenizer, device = self._load()
         out = []
         for i in range(0, len(texts), self.batch_size):
+            # at most the text model's positions, whatever the tokenizer's own model_max_length says
             tokens = tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
+                               max_length=int(model.config.text_config.max_position_embeddings),
                                return_tensors="pt").to(device)
             feats = self._pooled(model.get_text_features(input_ids=tokens["input_ids"],
                                                          attention_mask=tokens.get("attention_mask")))

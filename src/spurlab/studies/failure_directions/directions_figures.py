@@ -14,7 +14,8 @@ HEADLINE_COLUMNS = {"svm_cv_balanced_acc": "svm_cv_bal_acc", "error_auroc": "err
                     "pooled_flag_minority_precision": "pooled_flag_minority_precision",
                     "pooled_minority_recall": "pooled_minority_recall", "caption_accuracy": "caption_acc",
                     "clip_caption_accuracy": "clip_caption_acc",
-                    "worst_group_acc": "worst_group_acc", "accuracy": "accuracy"}
+                    "worst_group_acc": "worst_group_acc", "train_worst_group_acc": "train_wga",
+                    "accuracy": "accuracy", "train_accuracy": "train_acc", "fitted": "fitted"}
 
 
 def _row_label(frame: pd.DataFrame) -> pd.Series:
@@ -25,7 +26,11 @@ def _row_label(frame: pd.DataFrame) -> pd.Series:
 
 
 def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (correlation, directions of an embedder | intervention), mean over seeds."""
+    """One row per (correlation, directions of an embedder | intervention), mean over seeds.
+
+    ``train_wga`` / ``train_acc`` sit beside the test ``worst_group_acc`` / ``accuracy`` (directions rows:
+    the ERM model's); ``fitted`` is the share of seeds whose model fitted its training set.
+    """
     if frame.empty:
         return frame
     wanted = frame[frame["metric"].isin(list(HEADLINE_COLUMNS))]
@@ -37,17 +42,26 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def _per_intervention(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    fixes = frame[frame["experiment"].isin(["upweighting", "selection"]) & (frame["metric"] == metric)]
+    return fixes.assign(label=_row_label(fixes)).pivot_table(index="label", columns="correlation", values="value",
+                                                             aggfunc="mean")
+
+
 def plot_worst_group(frame: pd.DataFrame):
-    fixes = frame[frame["experiment"].isin(["upweighting", "selection"]) & (frame["metric"] == "worst_group_acc")]
-    table = fixes.assign(label=_row_label(fixes)).pivot_table(index="label", columns="correlation", values="value",
-                                                              aggfunc="mean")
+    """Worst-group test accuracy per intervention (bars) with the worst training group's accuracy (markers)."""
+    table = _per_intervention(frame, "worst_group_acc")
+    train = _per_intervention(frame, "train_worst_group_acc").reindex(index=table.index, columns=table.columns)
     fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * len(table)), 4))
     width = 0.8 / max(len(table.columns), 1)
     x = np.arange(len(table))
     for i, corr in enumerate(table.columns):
-        ax.bar(x + (i - (len(table.columns) - 1) / 2) * width, table[corr].to_numpy(), width, label=f"p = {corr}")
+        offset = x + (i - (len(table.columns) - 1) / 2) * width
+        ax.bar(offset, table[corr].to_numpy(), width, label=f"p = {corr}: test")
+        ax.plot(offset, train[corr].to_numpy(), "k_", markersize=12, markeredgewidth=2,
+                label="train (worst group)" if i == 0 else None)
     ax.set_xticks(x, table.index, rotation=30, ha="right", fontsize=8)
-    finish_axes(ax, ylabel="worst-group test accuracy", title="Interventions: worst-group accuracy after retraining",
+    finish_axes(ax, ylabel="worst-group accuracy", title="Interventions: worst-group accuracy after retraining",
                 ylim=(0, 1.05), grid="y")
     fig.tight_layout()
     return fig
@@ -75,7 +89,8 @@ def add_figures(result, frame: pd.DataFrame, histograms: dict, correlation: floa
         return
     if frame["experiment"].isin(["upweighting", "selection"]).any():
         result.add_figure("worst_group_accuracy", plot_worst_group(frame),
-                          "Worst-group accuracy on the group-balanced test split after each intervention.")
+                          "Worst-group accuracy on the group-balanced test split after each intervention (bars) "
+                          "and on the examples the model was trained on (black marks).")
     if (frame["experiment"] == "directions").any():
         result.add_figure("flags", plot_flags(frame),
                           "Left: share of flagged pool examples that are minority (a != y), against the "

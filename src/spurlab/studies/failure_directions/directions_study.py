@@ -20,6 +20,12 @@ swept as in the paper). Per correlation and seed:
    against ``confidence`` and ``oracle_groups`` weights, and adding ``k_select`` pool
    examples per class chosen by the SVM (``select_svm``) against ``select_confidence`` and
    ``select_random``.
+
+Every trained model also reports its training accuracy beside its test numbers:
+``train_accuracy`` and ``train_worst_group_acc`` on the examples it was fit on (the train split;
+plus the selected pool examples for selection), and ``fitted`` (1 when the worst training group
+reaches ``fit_accuracy``). The directions rows carry the ERM model's, the model whose errors they
+predict. A run that did not fit is named in the notes: its test numbers describe underfitting.
 """
 from __future__ import annotations
 
@@ -30,9 +36,11 @@ import pandas as pd
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import get_entry, load_splits
+from spurlab import metrics
 from spurlab.errors import SpurlabError
 from spurlab.params import Interval, NumberList, OptionList, positive_int, probability
-from spurlab.models.embedders import EfficientNetLite0Embedder, HFClipEncoder, PenultimateEmbedder
+from spurlab.models.embedders import (EfficientNetLite0Embedder, HFClipEncoder, PenultimateEmbedder,
+                                      check_clip_checkpoint)
 from spurlab.probes.captions import AttributeCaptioner, CaptionScorer
 from spurlab.probes.directions import FailureDirections
 from spurlab.studies.study_base import Study, StudyContext, StudyResult, register_study
@@ -51,6 +59,7 @@ DIRECTION_METRICS = {"cv_balanced_acc": "svm_cv_balanced_acc", "error_auroc": "e
 POOLED_METRICS = ("error_auroc", "flag_minority_precision", "minority_recall", "minority_share_of_errors",
                   "flagged_fraction")
 GROUP_METRICS = ("worst_group_acc", "accuracy", "mean_group_acc")
+TRAIN_METRICS = ("train_accuracy", "train_worst_group_acc", "fitted")
 
 
 @register_study
@@ -86,6 +95,7 @@ class FailureDirectionsStudy(Study):
             "upweight": 2.0,
             "k_select": 40 if quick else 150,
             "n_seeds": 3,
+            "fit_accuracy": 0.99,  # a trained model whose worst training group is below this did not fit
         }
 
     # Declared bounds (checked by run_study before validate, each refusal naming its key).
@@ -97,6 +107,7 @@ class FailureDirectionsStudy(Study):
         **{key: positive_int() for key in ("n_train", "n_test", "epochs", "k_select", "n_seeds", "effnet_image_size",
                                            "batch_size")},
         "upweight": Interval(float, 1, None),
+        "fit_accuracy": Interval(float, 0, 1),
         "lr": Interval(float, 0, None, closed="neither"),
         "hidden": NumberList(positive_int(), min_len=0),
     }
@@ -106,6 +117,8 @@ class FailureDirectionsStudy(Study):
         if "clip" in config["embedders"] and not config.get("clip_checkpoint"):
             raise SpurlabError("the clip embedder needs a local checkpoint",
                                hint="--set clip_checkpoint=/path/to/clip (a Hugging Face CLIP folder)")
+        if config.get("clip_checkpoint"):  # refused before any training, not after the first model
+            check_clip_checkpoint(config["clip_checkpoint"])
         _check_subset("intervention_embedders", config["intervention_embedders"], config["embedders"])
         get_entry(config["dataset"])
 
@@ -120,7 +133,9 @@ class FailureDirectionsStudy(Study):
             seed = ctx.seed + k
             for p in cfg["correlation"]:
                 with ctx.timed(f"correlation {p} seed {seed}"):
-                    found = run_one(result, cfg, float(p), seed, ctx.device)
+                    found, captions = run_one(result, cfg, float(p), seed, ctx.device)
+                if k == 0:
+                    result.notes += caption_notes(captions, p, seed)
                 if float(p) == top and k == 0:
                     histograms = found
         result.headline = headline_table(result.frame())
@@ -128,7 +143,11 @@ class FailureDirectionsStudy(Study):
         result.notes.append("Directions are fit on the validation split (train distribution) and evaluated on the "
                             "unused pool (train distribution); accuracies are on the group-balanced test split. "
                             "flag_minority_precision should be read against minority_share_of_errors: the share "
-                            "the flags would have if they picked errors blindly.")
+                            "the flags would have if they picked errors blindly. train_acc / train_wga are the "
+                            "trained model's accuracy on the examples it was fit on (directions rows: the ERM "
+                            "model's); fitted is the share of seeds whose worst training group reached "
+                            f"{float(cfg['fit_accuracy'])}.")
+        result.notes += unfitted_notes(result.frame(), float(cfg["fit_accuracy"]))
         return result
 
 
@@ -173,11 +192,15 @@ def run_one(result: StudyResult, cfg: dict[str, Any], p: float, seed: int, devic
                              model_options={"hidden": tuple(int(h) for h in cfg["hidden"])})
     base = retrainer.train(train.x, train.y, train.n_classes)
     params = {"correlation": p}
-    _add_group_rows(result, "upweighting", "erm", "none", iv.group_metrics(base, test, device), seed, params)
+    fit_accuracy = float(cfg["fit_accuracy"])
+    base_fit = training_accuracy(base, [train], device, fit_accuracy)
+    _add_group_rows(result, "upweighting", "erm", "none", {**iv.group_metrics(base, test, device), **base_fit},
+                    seed, params)
     val_pred = predict(base, val.x, device=device)
     pool_pred = predict(base, pool.x, device=device)
     histograms = {}
     scores = {}
+    captions: dict[str, dict[str, dict]] = {}
     for name in cfg["embedders"]:
         embedder = make_embedder(name, base, cfg, device)
         embed = embedder.embed
@@ -191,8 +214,10 @@ def run_one(result: StudyResult, cfg: dict[str, Any], p: float, seed: int, devic
             result.add("directions", metric, mean[column], seed, embedder=name, **params)
         for column in POOLED_METRICS:
             result.add("directions", f"pooled_{column}", pooled[column], seed, embedder=name, **params)
-        add_caption_rows(result, directions, emb["val"], val, cfg, seed, name, params,
-                         embedder if name == "clip" else None)
+        for metric in TRAIN_METRICS:  # the model whose errors the directions predict
+            result.add("directions", metric, base_fit[metric], seed, embedder=name, **params)
+        captions[name] = add_caption_rows(result, directions, emb["val"], val, cfg, seed, name, params,
+                                          embedder if name == "clip" else None)
         for c, reason in directions.skipped_.items():
             result.notes.append(f"correlation {p}, seed {seed}, {name}: class {c} skipped ({reason})")
         pool_dv = directions.decision_function(emb["pool"], pool.y)
@@ -202,7 +227,41 @@ def run_one(result: StudyResult, cfg: dict[str, Any], p: float, seed: int, devic
                             for c, cls in enumerate(pool.class_names)}
         scores[name] = (directions.decision_function(emb["train"], train.y), pool_dv)
     run_interventions(result, cfg, (train, pool, test), base, scores, retrainer, seed, params, device)
-    return histograms
+    return histograms, captions
+
+
+def training_accuracy(model, parts: list[GroupedDataset], device: str, fit_accuracy: float) -> dict[str, float]:
+    """Accuracy of ``model`` on the examples it was fit on (``parts`` together): overall, worst group, fitted."""
+    y = np.concatenate([part.y for part in parts])
+    groups = np.concatenate([part.g for part in parts])
+    pred = np.concatenate([predict(model, part.x, device=device) for part in parts])
+    worst = min(metrics.group_accuracies(y, pred, groups, parts[0].n_groups).values())
+    return {"train_accuracy": metrics.accuracy(y, pred), "train_worst_group_acc": worst,
+            "fitted": float(worst >= fit_accuracy)}
+
+
+def unfitted_notes(frame: pd.DataFrame, fit_accuracy: float) -> list[str]:
+    """One note naming every trained model (correlation, intervention, seed) that did not fit its training set."""
+    trained = frame[frame["experiment"].isin(["upweighting", "selection"])]
+    wga = trained[trained["metric"] == "train_worst_group_acc"]
+    missed = wga[wga["value"] < fit_accuracy]
+    if missed.empty:
+        return []
+    runs = "; ".join(f"p={row.correlation} {row.intervention} seed {row.seed}: {row.value:.3f}"
+                     for row in missed.itertuples(index=False))
+    return [f"NOT FITTED: {len(missed)} of {len(wga)} trained models end with a worst training group below "
+            f"{fit_accuracy} (their test numbers describe a model that did not fit its training set): {runs}"]
+
+
+def caption_notes(captions: dict[str, dict[str, dict]], p: float, seed: int) -> list[str]:
+    """The top failure caption of each class, per embedder and captioner (first seed of each correlation)."""
+    notes = []
+    for embedder, by_captioner in captions.items():
+        for captioner, described in by_captioner.items():
+            named = "; ".join(f"{entry['name']}: {entry['failure'][0]['caption']!r}"
+                              for entry in described.values() if entry["failure"])
+            notes.append(f"Top failure captions (p={p}, seed {seed}, {embedder} directions, {captioner}): {named}")
+    return notes
 
 
 def minority_attributes(data: GroupedDataset, label: int) -> set[str]:
@@ -217,22 +276,34 @@ def caption_accuracy(described: dict[int, dict], correct) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def add_caption_rows(result, directions, val_emb, val: GroupedDataset, cfg, seed, embedder, params, encoder) -> None:
-    """Caption accuracy against the planted attribute: the attribute captioner, and CLIP templates if given."""
+def names_a_minority_value(data: GroupedDataset, c: int, text: str) -> bool:
+    """Whether a caption of class ``c`` names an attribute value of the class's minority (as whole words).
+
+    A value is named without its attribute's prefix: ``foreground_colour=green`` is named by "green".
+    """
+    words = f" {' '.join(text.lower().split())} "
+    return any(f" {value.split('=')[-1].lower()} " in words for value in minority_attributes(data, c))
+
+
+def add_caption_rows(result, directions, val_emb, val: GroupedDataset, cfg, seed, embedder, params,
+                     encoder) -> dict[str, dict]:
+    """Caption accuracy against the planted attribute: the attribute captioner, and CLIP templates if given.
+
+    Returns the descriptions, ``{"attributes" | "clip templates": {class: {"name", "failure", "easy"}}}``.
+    """
+    names = [str(n) for n in val.class_names] if getattr(val, "class_names", ()) else None
     metadata = pd.DataFrame({"attribute": [str(val.attr_names[a]) for a in val.a]})
-    described = directions.describe(AttributeCaptioner(val_emb, val.y, metadata), k=1)
-    accuracy = caption_accuracy(described, lambda c, text: text.split("=", 1)[-1] in minority_attributes(val, c))
+    described = {"attributes": directions.describe(AttributeCaptioner(val_emb, val.y, metadata), names, k=1)}
+    accuracy = caption_accuracy(described["attributes"],
+                                lambda c, text: text.split("=", 1)[-1] in minority_attributes(val, c))
     result.add("directions", "caption_accuracy", accuracy, seed, embedder=embedder, **params)
     if encoder is None:
-        return
-    names = [str(n) for n in val.class_names] if getattr(val, "class_names", ()) else None
-    described = directions.describe(CaptionScorer(encoder, vocabulary=cfg["caption_vocabulary"]), names, k=1)
-
-    def names_a_minority_colour(c: int, text: str) -> bool:
-        return any(value.split("=")[-1] in text.split() for value in minority_attributes(val, c))
-
-    result.add("directions", "clip_caption_accuracy", caption_accuracy(described, names_a_minority_colour), seed,
-               embedder=embedder, **params)
+        return described
+    scorer = CaptionScorer(encoder, vocabulary=cfg["caption_vocabulary"], seed=seed)
+    described["clip templates"] = directions.describe(scorer, names, k=1)
+    accuracy = caption_accuracy(described["clip templates"], lambda c, text: names_a_minority_value(val, c, text))
+    result.add("directions", "clip_caption_accuracy", accuracy, seed, embedder=embedder, **params)
+    return described
 
 
 def run_interventions(result, cfg, data, base, scores, retrainer, seed, params, device) -> None:
@@ -263,19 +334,22 @@ def run_interventions(result, cfg, data, base, scores, retrainer, seed, params, 
     if "select_random" in chosen:
         selections[("select_random", "none")] = iv.select_from_pool("random", pool.y, int(cfg["k_select"]),
                                                                     seed=seed)
+    fit_accuracy = float(cfg["fit_accuracy"])
     for (name, embedder), w in weights.items():
         model = retrainer.train(train.x, train.y, train.n_classes, sample_weights=w)
-        _add_group_rows(result, "upweighting", name, embedder, iv.group_metrics(model, test, device), seed, params)
+        values = {**iv.group_metrics(model, test, device), **training_accuracy(model, [train], device, fit_accuracy)}
+        _add_group_rows(result, "upweighting", name, embedder, values, seed, params)
     for (name, embedder), idx in selections.items():
         model = retrainer.train(np.concatenate([train.x, pool.x[idx]]), np.concatenate([train.y, pool.y[idx]]),
                                 train.n_classes)
-        values = iv.group_metrics(model, test, device)
+        values = {**iv.group_metrics(model, test, device),
+                  **training_accuracy(model, [train, pool.subset(idx)], device, fit_accuracy)}
         values["selected_minority_share"] = float(np.mean(pool.is_minority()[idx]))
         _add_group_rows(result, "selection", name, embedder, values, seed, params)
 
 
 def _add_group_rows(result, experiment, intervention, embedder, values, seed, params) -> None:
-    for metric in (*GROUP_METRICS, "selected_minority_share"):
+    for metric in (*GROUP_METRICS, *TRAIN_METRICS, "selected_minority_share"):
         if metric in values:
             result.add(experiment, metric, values[metric], seed, embedder=embedder, intervention=intervention,
                        **params)
