@@ -19,22 +19,23 @@ import numpy as np
 import pandas as pd
 
 from spurlab.errors import SpurlabError
-from spurlab.utils import check_labels, check_same_length
+from spurlab.params import Interval, Labels, check_params, optional
+from spurlab.utils import check_same_length
+
+# What the scoring functions accept (spurlab.params): label arrays of one entry per example, at least one example.
+SCORE_CONSTRAINTS = {"y_true": Labels(), "y_pred": Labels()}
+GROUP_CONSTRAINTS = {**SCORE_CONSTRAINTS, "groups": Labels(), "n_groups": optional(Interval(int, 0, None)),
+                     "train_groups": Labels()}
 
 
-def _validate(y_true, y_pred, groups=None):
-    check_same_length(y_true=y_true, y_pred=y_pred, groups=groups)
-    y_true = check_labels("y_true", y_true)
-    y_pred = check_labels("y_pred", y_pred)
-    if groups is not None:
-        groups = check_labels("groups", groups)
-    if len(y_true) == 0:
-        raise SpurlabError("no examples to score", hint="pass at least one prediction")
-    return y_true, y_pred, groups
+def _checked(owner: str, constraints: dict, **values) -> tuple:
+    """``values`` checked by their declared constraints (equal lengths first), in the order given."""
+    check_same_length(**{name: v for name, v in values.items() if name in ("y_true", "y_pred", "groups")})
+    return tuple(check_params(owner, constraints, values).values())
 
 
 def accuracy(y_true, y_pred) -> float:
-    y_true, y_pred, _ = _validate(y_true, y_pred)
+    y_true, y_pred = _checked("accuracy", SCORE_CONSTRAINTS, y_true=y_true, y_pred=y_pred)
     return float(np.mean(y_true == y_pred))
 
 
@@ -44,7 +45,8 @@ def group_accuracies(y_true, y_pred, groups, n_groups: int | None = None) -> dic
     Groups in ``range(n_groups)`` with no example are left out (their accuracy is
     undefined), so callers can see which groups were scored.
     """
-    y_true, y_pred, groups = _validate(y_true, y_pred, groups)
+    y_true, y_pred, groups, n_groups = _checked("group_accuracies", GROUP_CONSTRAINTS, y_true=y_true, y_pred=y_pred,
+                                                groups=groups, n_groups=n_groups)
     n = max(int(groups.max()) + 1, n_groups or 0)
     correct = np.bincount(groups, weights=(y_true == y_pred), minlength=n)
     counts = np.bincount(groups, minlength=n)
@@ -63,7 +65,7 @@ def mean_group_accuracy(y_true, y_pred, groups) -> float:
 def train_weighted_accuracy(y_true, y_pred, groups, train_groups) -> float:
     """Test group accuracies weighted by the *training* group proportions."""
     accs = group_accuracies(y_true, y_pred, groups)
-    train_groups = check_labels("train_groups", train_groups)
+    (train_groups,) = _checked("train_weighted_accuracy", GROUP_CONSTRAINTS, train_groups=train_groups)
     weights = np.bincount(train_groups, minlength=max(accs) + 1).astype(float)
     missing = [g for g in range(len(weights)) if weights[g] > 0 and g not in accs]
     if missing:
@@ -80,7 +82,7 @@ def group_gap(train_accs: dict[int, float], test_accs: dict[int, float]) -> dict
 
 def group_report(y_true, y_pred, groups, group_names: list[str] | None = None) -> pd.DataFrame:
     """One row per group: group, name, count, correct, accuracy."""
-    y_true, y_pred, groups = _validate(y_true, y_pred, groups)
+    y_true, y_pred, groups = _checked("group_report", GROUP_CONSTRAINTS, y_true=y_true, y_pred=y_pred, groups=groups)
     accs = group_accuracies(y_true, y_pred, groups)
     counts = np.bincount(groups)
     return pd.DataFrame([

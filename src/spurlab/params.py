@@ -9,8 +9,10 @@ definitions, in the manner of scikit-learn's ``_parameter_constraints``::
 
 Every refusal names the owner and the parameter ("dataset 'binary-mnist': parameter 'p' must be a number in
 [0, 1], got 'abc'"). Values arriving as text (``--set``, sweep configs) are converted by their constraint, so a
-number typed on the command line and a number passed from Python are checked alike. This module sits low in the
-tree: it imports nothing from spurlab but ``errors``.
+number typed on the command line and a number passed from Python are checked alike. Arrays of class or group
+indices are declared with :class:`Labels`; a constraint that can say what is wrong raises :class:`Refusal`, whose
+text the message shows ("parameter 'y_true' has negative values (min -1)"). This module sits low in the tree: it
+imports nothing from spurlab but ``errors``.
 """
 from __future__ import annotations
 
@@ -22,10 +24,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spurlab.errors import SpurlabError
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class Refusal(ValueError):
+    """What is wrong with a value, in words the message shows (a plain ValueError's text is not shown)."""
+
+    def __init__(self, reason: str, hint: str | None = None):
+        super().__init__(reason)
+        self.hint = hint
 
 
 class Constraint(ABC):
@@ -133,6 +145,10 @@ class Text(Constraint):
         return "a non-empty text"
 
 
+def _list_of(min_len: int) -> str:
+    return f"a list of at least {min_len}" if min_len else "a list (possibly empty)"
+
+
 class NumberList(Constraint):
     """A non-empty list of numbers, each in ``item`` (a list, a tuple or comma-separated text)."""
 
@@ -150,7 +166,7 @@ class NumberList(Constraint):
         return [self.item.convert(v) for v in value]
 
     def describe(self) -> str:
-        return f"a list of at least {self.min_len} value(s), each {self.item.describe()}"
+        return f"{_list_of(self.min_len)} value(s), each {self.item.describe()}"
 
 
 class OptionList(Constraint):
@@ -168,7 +184,7 @@ class OptionList(Constraint):
         return [self.options.convert(v) for v in value]
 
     def describe(self) -> str:
-        return f"a list of at least {self.min_len} of {', '.join(repr(v) for v in self.options.values)}"
+        return f"{_list_of(self.min_len)} of {', '.join(repr(v) for v in self.options.values)}"
 
 
 class PathArg(Constraint):
@@ -189,6 +205,38 @@ class PathArg(Constraint):
         return "the path of an existing file" if self.must_exist else "a path"
 
 
+def label_array(values: Any, min_len: int = 0) -> np.ndarray:
+    """``values`` as a 1-d int64 array of class indices (whole floats accepted), or a :class:`Refusal`."""
+    labels = np.asarray(values)
+    if labels.ndim != 1:
+        raise Refusal(f"must be 1-d, got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        whole = np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
+        if not (whole and np.all(labels == np.round(labels))):
+            raise Refusal(f"must hold integer class indices, got dtype {labels.dtype}",
+                          hint="map class names to 0..K-1 first")
+    labels = labels.astype(np.int64, copy=False)
+    if labels.size and labels.min() < 0:
+        raise Refusal(f"has negative values (min {labels.min()})", hint="labels must be 0..K-1")
+    if len(labels) < min_len:
+        raise Refusal("has no examples" if len(labels) == 0 else f"has {len(labels)} examples, fewer than {min_len}",
+                      hint=f"pass at least {min_len} example(s)")
+    return labels
+
+
+class Labels(Constraint):
+    """A 1-d array of class (or group) indices 0..K-1 with at least ``min_len`` entries."""
+
+    def __init__(self, min_len: int = 1):
+        self.min_len = min_len
+
+    def convert(self, value: Any) -> np.ndarray:
+        return label_array(value, self.min_len)
+
+    def describe(self) -> str:
+        return f"a 1-d array of at least {self.min_len} class indices 0..K-1"
+
+
 class NoneValue(Constraint):
     def convert(self, value: Any) -> None:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
@@ -206,12 +254,15 @@ class AnyOf(Constraint):
         self.options = options
 
     def convert(self, value: Any) -> Any:
+        refusal = None
         for option in self.options:
             try:
                 return option.convert(value)
+            except Refusal as exc:  # an option that took the value's kind and says what is wrong with it
+                refusal = refusal or exc
             except (ValueError, TypeError, OverflowError):
                 continue
-        raise ValueError("no option accepts it")
+        raise refusal or ValueError("no option accepts it")
 
     def describe(self) -> str:
         return " or ".join(o.describe() for o in self.options)
@@ -236,9 +287,20 @@ def check_param(owner: str, name: str, constraint: Constraint, value: Any) -> An
     """``value`` converted by ``constraint``, or a :class:`SpurlabError` naming ``owner`` and ``name``."""
     try:
         return constraint.convert(value)
+    except Refusal as exc:
+        raise SpurlabError(f"{owner}: parameter {name!r} {exc}",
+                           hint=exc.hint or f"pass {name}=<{constraint.describe()}>") from None
     except (ValueError, TypeError, OverflowError):
-        raise SpurlabError(f"{owner}: parameter {name!r} must be {constraint.describe()}, got {value!r}",
+        raise SpurlabError(f"{owner}: parameter {name!r} must be {constraint.describe()}, got {shown(value)}",
                            hint=f"pass {name}=<{constraint.describe()}>") from None
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as a message shows it: arrays by shape and dtype, long reprs cut."""
+    if hasattr(value, "shape") and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0:
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_params(owner: str, constraints: Mapping[str, Constraint], values: Mapping[str, Any]) -> dict[str, Any]:

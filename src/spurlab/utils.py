@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Refusal, label_array
 
 T = TypeVar("T")
 
@@ -122,6 +123,7 @@ def atomic_write_csv(path: str | os.PathLike, frame) -> Path:
 _STARTED = time.perf_counter()
 _LINES = {"last": 0.0}  # when the last progress line was printed
 LINE_EVERY_S = 10.0  # plain-lines mode: a loop's progress at most this often (step messages always print)
+LINE_MAX_GAP_S = 60.0  # ... and at least this often in a long loop, even between tenths (shows it is alive)
 
 
 def progress_mode() -> str:
@@ -148,8 +150,9 @@ def _line(message: str) -> None:
 def progress(iterable: Iterable[T], description: str = "", total: int | None = None,
              each: bool = False) -> Iterator[T]:
     """Iterate with a rich progress bar on a terminal; elsewhere a timed line at a tenth of the way at most every
-    ``LINE_EVERY_S`` seconds (short loops stay silent), or after every item with ``each=True`` (the steps of a
-    command, e.g. a sweep's runs); silently with ``--quiet``."""
+    ``LINE_EVERY_S`` seconds (short loops stay silent) and at least every ``LINE_MAX_GAP_S`` seconds in a slow
+    loop, or after every item with ``each=True`` (the steps of a command, e.g. a sweep's runs); silently with
+    ``--quiet``."""
     mode = progress_mode()
     if mode == "off":
         yield from iterable
@@ -166,7 +169,8 @@ def progress(iterable: Iterable[T], description: str = "", total: int | None = N
     for item in iterable:
         yield item
         done += 1
-        if each or (done % every == 0 and time.perf_counter() - _LINES["last"] >= LINE_EVERY_S):
+        since = time.perf_counter() - _LINES["last"]
+        if each or (done % every == 0 and since >= LINE_EVERY_S) or since >= LINE_MAX_GAP_S:
             _line(f"{description} {done}/{total or '?'}")
 
 
@@ -233,21 +237,11 @@ def check_same_length(**arrays: Any) -> int:
 
 
 def check_labels(name: str, labels: np.ndarray, n_classes: int | None = None, what: str = "classes") -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise SpurlabError(f"{name} must be 1-d, got shape {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        whole = np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
-        if whole and np.all(labels == np.round(labels)):
-            labels = labels.astype(np.int64)
-        else:
-            raise SpurlabError(
-                f"{name} must hold integer class indices, got dtype {labels.dtype}",
-                hint="map class names to 0..K-1 first",
-            )
-    labels = labels.astype(np.int64, copy=False)
-    if labels.size and labels.min() < 0:
-        raise SpurlabError(f"{name} has negative values (min {labels.min()})", hint="labels must be 0..K-1")
+    """``labels`` as 1-d int64 class indices (the rule of :func:`spurlab.params.label_array`), below ``n_classes``."""
+    try:
+        labels = label_array(labels)
+    except Refusal as exc:
+        raise SpurlabError(f"{name} {exc}", hint=exc.hint) from None
     if n_classes is not None and labels.size and labels.max() >= n_classes:
         raise SpurlabError(
             f"{name} has value {labels.max()} but only {n_classes} {what} are declared",

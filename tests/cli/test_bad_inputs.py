@@ -283,6 +283,27 @@ def _sets(*items):
     return parse_sets(list(items))
 
 
+def _audit(**settings):
+    from spurlab.audit.core import Audit
+
+    return Audit(device="cpu", **settings).find_issues()
+
+
+def _score(name, *args, **kw):
+    from spurlab import metrics
+
+    return getattr(metrics, name)(*args, **kw)
+
+
+def _edits(**kw):
+    import torch
+
+    from spurlab.models.batched_edits import evaluate_interventions
+
+    args = {"x": np.zeros((4, 2), np.float32), "y": [0, 1, 0, 1], "groups": [0, 1, 2, 3], **kw}
+    return evaluate_interventions(torch.nn.Linear(2, 2), [], **args)
+
+
 def _grouped(y=(0, 1, 0, 1), **kw):
     from spurlab.data.grouped import GroupedDataset
 
@@ -321,6 +342,19 @@ API_CASES = [
     (_idx("header-idx3-ubyte"), ["header-idx3-ubyte", "truncated"]),
     (lambda root: _sets("k=[1,"), ["k"]),
     (lambda root: _sets("k"), ["'k'", "key=value"]),
+    (lambda root: _audit(epochs=0), ["Audit", "'epochs'"]),
+    (lambda root: _audit(seeds="two"), ["'seeds'"]),
+    (lambda root: _audit(skip=("train",)), ["'skip'", "'directions'"]),
+    (lambda root: _audit(methods=["erm", "magic"]), ["'methods'", "magic"]),
+    (lambda root: _audit(lr=0), ["'lr'"]),
+    (lambda root: _score("accuracy", [0, 1], [0, 1.5]), ["accuracy", "'y_pred'", "integer class indices"]),
+    (lambda root: _score("group_accuracies", [], [], []), ["'y_true'", "no examples"]),
+    (lambda root: _score("group_accuracies", [0, 1], [0, 1], [0, -1]), ["'groups'", "negative"]),
+    (lambda root: _score("group_accuracies", [0, 1], [0, 1], [0, 1], n_groups="x"), ["'n_groups'"]),
+    (lambda root: _score("train_weighted_accuracy", [0], [0], [0], [[0]]), ["'train_groups'", "1-d"]),
+    (lambda root: _edits(strategy="fast"), ["'strategy'", "'shared'"]),
+    (lambda root: _edits(batch_size=0), ["'batch_size'"]),
+    (lambda root: _edits(y=[], groups=[], x=np.zeros((0, 2))), ["'y'", "no examples"]),
     (lambda root: _grouped(a=[0, 2, 0, 2], attr_names=("x", "y")), ["a has value 2", "attribute values"]),
     (lambda root: _grouped(y=[0, 1, 5, 1], class_names=("u", "v")), ["y has value 5", "classes"]),
 ]

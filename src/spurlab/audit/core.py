@@ -37,14 +37,17 @@ from spurlab.data.dataset_registry import load_splits
 from spurlab.errors import SpurlabError
 from spurlab.models.model_registry import ModelSpec, as_model_spec
 from spurlab.models.penultimate import feature_function, is_script_module
+from spurlab.params import Constraint, OptionList, check_params, optional, positive_int
 from spurlab.train import TrainConfig, fit, predict
 from spurlab.train.feature_cache import embed_model_splits
 from spurlab.train.methods import get_method, method_registry
-from spurlab.train.methods.method_base import resolve_model_name
+from spurlab.train.methods.hparams import OPTIMIZER_SPACE
+from spurlab.train.methods.method_base import SETTING_CONSTRAINTS, resolve_model_name
 from spurlab.utils import log, resolve_device, seed_everything
 
 FEATURE_METHODS = ("dfr", "failure_directions")  # fixes that need the model's penultimate features
 STEPS = ("load", "train", "evaluate", "directions", "units", "fixes", "verdict")
+SKIPPABLE = ("directions", "units", "fixes")
 # The two presets (``quick=True`` / ``False``); explicit epochs, seeds or methods override them.
 PRESETS: dict[bool, dict[str, Any]] = {
     True: {"epochs": 15, "seeds": 2, "methods": fix.QUICK_METHODS},
@@ -93,24 +96,26 @@ class Audit:
         self.skip = tuple(skip)
 
     # ------------------------------------------------------------ settings
-    def _validate(self) -> None:
-        unknown = [s for s in self.skip if s not in ("directions", "units", "fixes")]
-        if unknown:
-            raise SpurlabError(f"cannot skip step(s) {unknown}", hint="skippable: directions, units, fixes")
-        if self.epochs is not None and self.epochs < 1:
-            raise SpurlabError(f"epochs must be at least 1, got {self.epochs}")
-        if self.seeds is not None and self.seeds < 1:
-            raise SpurlabError(f"seeds must be at least 1, got {self.seeds}")
+    @staticmethod
+    def parameter_constraints() -> dict[str, Constraint]:
+        """What the settings accept (spurlab.params); ``methods``: the methods registered now."""
+        return {"epochs": optional(SETTING_CONSTRAINTS["epochs"]), "seeds": optional(positive_int()),
+                "seed": SETTING_CONSTRAINTS["seed"], "lr": OPTIMIZER_SPACE["lr"].constraint,
+                "batch_size": OPTIMIZER_SPACE["batch_size"].constraint, "skip": OptionList(*SKIPPABLE, min_len=0),
+                "methods": optional(OptionList(*method_registry(), min_len=0))}
+
+    def _check_settings(self) -> None:
+        """The declared constraints, then the rules that span several settings; before any work."""
+        constraints = self.parameter_constraints()
+        checked = check_params("Audit", constraints, {name: getattr(self, name) for name in constraints})
+        self.epochs, self.seeds, self.seed = checked["epochs"], checked["seeds"], checked["seed"]
+        self.lr, self.batch_size, self.skip = checked["lr"], checked["batch_size"], tuple(checked["skip"])
+        self.methods = None if checked["methods"] is None else tuple(checked["methods"])
         options = {**self.model_options, **({"feature_layer": self.feature_layer} if self.feature_layer else {})}
         self.model_spec_: ModelSpec = as_model_spec(self.model, **options)
         if isinstance(self.dataset, DatasetSplits) and (self.dataset_params or self.embeddings is not None):
             raise SpurlabError("dataset_params and embeddings do not apply to splits you built",
                                hint="pass either DatasetSplits or a registered name with its parameters")
-        if self.methods is not None:
-            unknown = [m for m in self.methods if m not in method_registry()]
-            if unknown:
-                raise SpurlabError(f"unknown method(s) {unknown}",
-                                   hint=f"known: {', '.join(method_registry())}")
 
     @property
     def epochs_(self) -> int:
@@ -136,7 +141,7 @@ class Audit:
 
     # ------------------------------------------------------------ steps
     def find_issues(self) -> Audit:
-        self._validate()
+        self._check_settings()
         self.model_ = None
         timings: dict[str, float] = {}
         start = time.perf_counter()

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from spurlab.errors import SpurlabError
 from spurlab.models.editing import Intervention, ParamEdit, applied_edits, plan_edits
 from spurlab.models.shared_forward import SharedForward, shared_setup
 from spurlab.models.layers import model_device
-from spurlab.utils import check_labels, check_same_length
+from spurlab.params import Interval, Labels, Options, check_params, optional, positive_int
+from spurlab.utils import check_same_length, progress
 
 STRATEGIES = ("auto", "loop", "vmap", "shared")
 
@@ -142,22 +142,20 @@ def choose_strategy(model: nn.Module, plans: list[list[ParamEdit]], x: np.ndarra
     return "loop"
 
 
-def _validate(x, y, groups, strategy, batch_size, chunk_size):
-    if strategy not in STRATEGIES:
-        raise SpurlabError(f"unknown strategy {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
-    if int(batch_size) < 1 or int(chunk_size) < 1:
-        raise SpurlabError(f"batch_size and chunk_size must be at least 1, got {batch_size} and {chunk_size}")
-    check_same_length(x=x, y=y, groups=groups)
-    if len(y) == 0:
-        raise SpurlabError("no examples to evaluate the interventions on")
-    return check_labels("y", y), check_labels("groups", groups)
+# What scoring accepts (spurlab.params), checked by name before any forward pass.
+INPUT_CONSTRAINTS = {"strategy": Options(*STRATEGIES), "batch_size": positive_int(), "chunk_size": positive_int(),
+                     "n_groups": optional(Interval(int, 0, None)), "y": Labels(), "groups": Labels()}
 
 
 def run_strategy(model: nn.Module, interventions: list[Intervention], x: np.ndarray, y: np.ndarray,
                  groups: np.ndarray, n_groups: int | None, strategy: str, batch_size: int,
                  chunk_size: int) -> np.ndarray:
-    y, groups = _validate(x, y, groups, strategy, batch_size, chunk_size)
-    n_groups = max(int(groups.max()) + 1, int(n_groups or 0))
+    check_same_length(x=x, y=y, groups=groups)
+    strategy, batch_size, chunk_size, n_groups, y, groups = check_params(
+        "evaluate_interventions", INPUT_CONSTRAINTS, {"strategy": strategy, "batch_size": batch_size,
+                                                      "chunk_size": chunk_size, "n_groups": n_groups, "y": y,
+                                                      "groups": groups}).values()
+    n_groups = max(int(groups.max()) + 1, n_groups or 0)
     if not interventions:
         return np.empty((0, n_groups))
     was_training = model.training
@@ -191,7 +189,8 @@ def _count_correct(model, plans, x, y, groups, n_groups, strategy, batch_size, c
     device = model_device(model)
     scorer = Scorer(model, plans, strategy, chunk_size)
     correct = torch.zeros(len(plans), n_groups, dtype=torch.float64)
-    for start in range(0, len(y), batch_size):
+    for start in progress(range(0, len(y), batch_size), f"{len(plans)} unit edits ({strategy})",
+                          total=-(-len(y) // batch_size)):
         xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
         yb = torch.as_tensor(y[start:start + batch_size], device=device)
         gb = torch.as_tensor(groups[start:start + batch_size])
