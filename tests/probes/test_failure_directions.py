@@ -302,6 +302,8 @@ def test_penultimate_embedder_matches_the_model_features(planted):
 
 
 def _tiny_clip(path):
+    pytest.importorskip("transformers", reason="the CLIP path needs the optional transformers package "
+                                               "(pip install 'spurlab[clip]')")
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
 
