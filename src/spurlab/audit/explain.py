@@ -15,6 +15,10 @@ from spurlab.report.plots import plt
 
 EDIT_MODES = ("zero", "random_init")
 RANDOM_REPEATS = 5
+# The units step runs the whole network once per intervention (36 of them): on a larger split it is scored on
+# a seeded sample of this many examples, every group kept (at least UNITS_MIN_PER_GROUP of each, or all of it).
+UNITS_MAX_EXAMPLES = 1200
+UNITS_MIN_PER_GROUP = 100
 MEAN_COLUMNS = ("flag_minority_precision", "minority_recall", "error_auroc", "cv_balanced_acc")
 
 
@@ -102,13 +106,32 @@ def _top_examples_figure(fd, emb: np.ndarray, ds: GroupedDataset, dv: np.ndarray
 
 
 # ------------------------------------------------------------------ critical units
-def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int = 3) -> UnitsFindings:
-    """Rank units two ways, edit the top-k, and report every group's accuracy change on train and test."""
+def units_sample(ds: GroupedDataset, seed: int, max_examples: int | None = UNITS_MAX_EXAMPLES) -> GroupedDataset:
+    """``ds`` itself up to ``max_examples``, else a seeded sample of about that many: each group in proportion,
+    at least ``UNITS_MIN_PER_GROUP`` of every group (all of a smaller one). Lazy inputs stay lazy."""
+    if max_examples is None or len(ds) <= max_examples:
+        return ds
+    rng = np.random.default_rng(seed)
+    g = ds.g
+    chosen = []
+    for group in np.unique(g):
+        rows = np.flatnonzero(g == group)
+        quota = max(UNITS_MIN_PER_GROUP, round(max_examples * len(rows) / len(ds)))
+        chosen.append(rows if len(rows) <= quota else rng.choice(rows, quota, replace=False))
+    return ds.subset(np.sort(np.concatenate(chosen)))
+
+
+def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int = 3,
+                  max_examples: int | None = UNITS_MAX_EXAMPLES) -> UnitsFindings:
+    """Rank units two ways, edit the top-k, and report every group's accuracy change on train and test
+    (each scored on at most about ``max_examples`` examples: :func:`units_sample`)."""
     from spurlab.models.editing import Intervention
     from spurlab.models.batched_edits import evaluate_interventions
     from spurlab.probes.neurons import find_critical_units
 
-    train = splits["train"]
+    sampled = {split: units_sample(splits[split], seed, max_examples) for split in ("train", "test")}
+    sample_sizes = {split: (len(ds), len(splits[split])) for split, ds in sampled.items()}
+    train = sampled["train"]
     minority = sorted(set(train.minority_groups()))
     target = _worst_minority_group(model, train, minority)
     selectors = {"weight_norm": find_critical_units(model, train, "weight_norm", k=k_max)}
@@ -124,7 +147,7 @@ def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int
                                                       tags={"selector": sel_name, "mode": mode, "k": k}))
     rows = []
     for split in ("train", "test"):
-        ds = splits[split]
+        ds = sampled[split]
         base = _group_acc(model, ds)
         accs = evaluate_interventions(model, interventions, ds.x, ds.y, ds.g, ds.n_groups)
         for iv, acc in zip(interventions, accs):
@@ -136,7 +159,7 @@ def explain_units(model: nn.Module, splits: DatasetSplits, seed: int, k_max: int
                                           as_index=False)["delta_acc"].mean())
     units_table = pd.concat([u.table().assign(selector=name) for name, u in selectors.items()], ignore_index=True)
     return UnitsFindings(target_group=None if target is None else train.group_name(target), units=units_table,
-                         deltas=deltas, headline=_units_headline(deltas),
+                         deltas=deltas, headline=_units_headline(deltas), sample_sizes=sample_sizes,
                          figures={"units_delta": (_delta_figure(deltas), _DELTA_CAPTION)})
 
 
@@ -147,7 +170,8 @@ _DELTA_CAPTION = ("Change of training and test accuracy when the top-k critical 
 def _group_acc(model: nn.Module, ds: GroupedDataset) -> dict[int, float]:
     from spurlab.train import predict
 
-    return group_accuracies(ds.y, predict(model, ds.x, device="cpu"), ds.g, ds.n_groups)
+    # batches of 256: a backbone's activations for 1024 images take over a GiB
+    return group_accuracies(ds.y, predict(model, ds.x, batch_size=256, device="cpu"), ds.g, ds.n_groups)
 
 
 def _worst_minority_group(model: nn.Module, train: GroupedDataset, minority: list[int]) -> int | None:

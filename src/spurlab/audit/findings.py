@@ -83,6 +83,7 @@ class UnitsFindings:
     deltas: pd.DataFrame
     headline: dict[str, Any]
     figures: Figures = field(default_factory=dict)
+    sample_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (examples used, in split)
 
 
 @dataclass

@@ -165,6 +165,10 @@ def _units_section(report: HtmlReport, u: UnitsFindings) -> None:
     target = f" and by their gradient on the worst minority group {u.target_group}" if u.target_group else ""
     report.text("Units (output channels / neurons) ranked by weight norm" + target + "; editing a few of them "
                 "shows whether the minority is memorized by a small set of units.")
+    sampled = [f"{split}: {used:,} of {total:,}" for split, (used, total) in u.sample_sizes.items() if used < total]
+    if sampled:
+        report.text("Scored on a seeded sample of each large split, every group kept (" + "; ".join(sampled)
+                    + " examples): every intervention runs the whole network.")
     report.table(u.units[["selector", "rank", "layer", "index", "score"]], caption="the top critical units")
     _figures(report, u.figures, "units_delta")
     minority = set(u.deltas.loc[u.deltas["minority"], "name"])

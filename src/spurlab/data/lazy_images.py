@@ -483,6 +483,42 @@ class LazyImages(LazyArray):
         return f"LazyImages(n={len(self)}, shape={self.shape}, cache={cache})"
 
 
+class ConcatenatedRows(LazyArray):
+    """Several arrays of the same item shape read as one (training set + selected pool rows):
+    each batch is gathered from the parts it touches, nothing is stacked up front."""
+
+    def __init__(self, parts: Sequence[Any]):
+        shapes = {tuple(p.shape[1:]) for p in parts}
+        if len(shapes) != 1:
+            raise SpurlabError(f"cannot concatenate inputs of different item shapes {sorted(shapes)}",
+                               hint="every part needs the same image size and channels")
+        self.parts = list(parts)
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+        super().__init__(np.arange(self._starts[-1]), shapes.pop())
+
+    def _load(self, positions: np.ndarray) -> np.ndarray:
+        base = self._rows[np.asarray(positions, dtype=np.int64)]
+        out = np.empty((len(base), *self._item_shape), dtype=np.float32)
+        which = np.searchsorted(self._starts, base, side="right") - 1
+        for k in np.unique(which):
+            here = which == k
+            out[here] = self.parts[k][base[here] - self._starts[k]]
+        return out
+
+    def _view(self, rows: np.ndarray) -> ConcatenatedRows:
+        view = object.__new__(ConcatenatedRows)
+        view.__dict__.update(self.__dict__)
+        view._rows = np.asarray(rows, dtype=np.int64)
+        return view
+
+
+def concat_rows(parts: Sequence[Any]) -> Any:
+    """``np.concatenate(parts)`` for in-memory arrays; a lazy :class:`ConcatenatedRows` when any part is lazy."""
+    if not any(is_lazy(p) for p in parts):
+        return np.concatenate([np.asarray(p) for p in parts])
+    return ConcatenatedRows(parts)
+
+
 # ------------------------------------------------------------------ the loaders' helpers
 def cache_folder(cache: str | os.PathLike | None, data_dir: Path) -> Path | None:
     """``cache=`` of the image datasets: none, ``auto`` (``DATA/decoded``) or a folder."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError, UnknownNameError
 from spurlab.utils import progress, resolve_device
 
@@ -43,15 +44,27 @@ class JointEncoder(Embedder, Protocol):
 
 # ------------------------------------------------------------------ image plumbing
 def check_images(images) -> np.ndarray:
+    """Float32 (N, C, H, W) images with 1 or 3 channels, every value finite.
+
+    Lazy images (files decoded per batch) are not read here: their shape is checked and the
+    array returned as it is; :func:`embed_in_batches` checks each batch as it reads it.
+    """
+    if is_lazy(images):
+        _check_image_shape(images.shape)
+        return images
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
         images = images[:, None]
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise SpurlabError(f"expected images (N, C, H, W) with 1 or 3 channels, got shape {images.shape}",
-                           hint="pass float images in [0, 1], channels first")
+    _check_image_shape(images.shape)
     if not np.all(np.isfinite(images)):
         raise SpurlabError("images contain NaN or infinite values")
     return images
+
+
+def _check_image_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) != 4 or shape[1] not in (1, 3):
+        raise SpurlabError(f"expected images (N, C, H, W) with 1 or 3 channels, got shape {tuple(shape)}",
+                           hint="pass float images in [0, 1], channels first")
 
 
 def prepare_batch(batch: np.ndarray, size: int, mean, std, device: str) -> torch.Tensor:
@@ -70,7 +83,8 @@ def prepare_batch(batch: np.ndarray, size: int, mean, std, device: str) -> torch
 @torch.no_grad()
 def embed_in_batches(fn, images: np.ndarray, batch_size: int, description: str) -> np.ndarray:
     images = check_images(images)
-    parts = [fn(images[i:i + batch_size]).float().cpu().numpy()
+    lazy = is_lazy(images)
+    parts = [fn(check_images(images[i:i + batch_size]) if lazy else images[i:i + batch_size]).float().cpu().numpy()
              for i in progress(range(0, len(images), batch_size), description,
                                total=-(-len(images) // batch_size))]
     return np.concatenate(parts).astype(np.float32) if parts else np.empty((0, 0), np.float32)
@@ -94,7 +108,8 @@ class PenultimateEmbedder:
         from spurlab.models.penultimate import penultimate_features
 
         device = resolve_device(self.device)
-        return penultimate_features(self.model, np.asarray(images, dtype=np.float32), self.batch_size, device)
+        x = images if is_lazy(images) else np.asarray(images, dtype=np.float32)  # lazy: read per batch
+        return penultimate_features(self.model, x, self.batch_size, device)
 
 
 # ------------------------------------------------------------------ EfficientNet-Lite0

@@ -36,6 +36,7 @@ import pandas as pd
 
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import get_entry, load_splits
+from spurlab.data.lazy_images import concat_rows, take_rows
 from spurlab import metrics
 from spurlab.errors import SpurlabError
 from spurlab.params import Interval, NumberList, OptionList, positive_int, probability
@@ -340,8 +341,8 @@ def run_interventions(result, cfg, data, base, scores, retrainer, seed, params, 
         values = {**iv.group_metrics(model, test, device), **training_accuracy(model, [train], device, fit_accuracy)}
         _add_group_rows(result, "upweighting", name, embedder, values, seed, params)
     for (name, embedder), idx in selections.items():
-        model = retrainer.train(np.concatenate([train.x, pool.x[idx]]), np.concatenate([train.y, pool.y[idx]]),
-                                train.n_classes)
+        x = concat_rows([train.x, take_rows(pool.x, idx)])  # lazy images stay lazy
+        model = retrainer.train(x, np.concatenate([train.y, pool.y[idx]]), train.n_classes)
         values = {**iv.group_metrics(model, test, device),
                   **training_accuracy(model, [train, pool.subset(idx)], device, fit_accuracy)}
         values["selected_minority_share"] = float(np.mean(pool.is_minority()[idx]))

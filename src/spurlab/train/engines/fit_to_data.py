@@ -21,10 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError
+from spurlab.models.penultimate import float_batch
 from spurlab.utils import resolve_device
 
 OPTIMIZERS = ("sgd", "adam")
+LAZY_BATCH = 256  # lazy images decoded per accuracy check (a float32 batch of them, not the whole split)
 
 
 @dataclass
@@ -87,12 +90,27 @@ def parameter_vector(model: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def batched_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def batched_accuracy(model: nn.Module, x, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Accuracy over ``x`` (a tensor, or lazy images read one batch at a time) against ``y``."""
     model.eval()
-    hits = sum(int((model(x[i:i + batch_size]).argmax(dim=1) == y[i:i + batch_size]).sum())
+    device = y.device
+    if is_lazy(x):
+        batch_size = min(batch_size, LAZY_BATCH)
+    hits = sum(int((model(_rows(x, slice(i, i + batch_size), device)).argmax(dim=1) == y[i:i + batch_size]).sum())
                for i in range(0, len(x), batch_size))
     model.train()
     return hits / max(len(x), 1)
+
+
+def _on_device(x, device: str):
+    """In-memory inputs as one float32 tensor on ``device``; lazy images stay lazy (read per batch)."""
+    return x if is_lazy(x) else torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
+
+
+def _rows(x, idx, device) -> torch.Tensor:
+    if not is_lazy(x):
+        return x[idx]
+    return float_batch(x[idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx], device)
 
 
 def _optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
@@ -118,11 +136,10 @@ def train_to_fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: FitConfig,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.to(device).train()
-    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
+    xt = _on_device(x, device)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)
     cx, cy = (xt, yt) if check is None else (
-        torch.as_tensor(np.asarray(check[0]), dtype=torch.float32, device=device),
-        torch.as_tensor(np.asarray(check[1]), dtype=torch.long, device=device))
+        _on_device(check[0], device), torch.as_tensor(np.asarray(check[1]), dtype=torch.long, device=device))
     wt = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32,
                                                              device=device)
     steps_per_epoch = math.ceil(len(xt) / cfg.batch_size)
@@ -142,7 +159,7 @@ def train_to_fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: FitConfig,
                 for group in opt.param_groups:
                     group["lr"] *= cfg.lr_gamma
         idx = order[pos:pos + cfg.batch_size]
-        losses = loss_fn(model(xt[idx]), yt[idx])
+        losses = loss_fn(model(_rows(xt, idx, device)), yt[idx])
         loss = losses.mean() if wt is None else (losses * wt[idx]).sum() / wt[idx].sum().clamp_min(1e-12)
         opt.zero_grad()
         loss.backward()

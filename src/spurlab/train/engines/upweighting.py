@@ -25,6 +25,7 @@ import pandas as pd
 
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
+from spurlab.data.lazy_images import concat_rows, take_rows
 from spurlab.errors import SpurlabError
 from spurlab.train.trainer import TrainConfig, fit, predict, predict_logits
 from spurlab.utils import check_labels, check_same_length
@@ -203,7 +204,7 @@ def compare_selection(train: GroupedDataset, pool: GroupedDataset, test: Grouped
     minority share of the selected examples when the pool has groups)."""
     rows = []
     for name, idx in selections.items():
-        x = np.concatenate([train.x, pool.x[idx]])
+        x = concat_rows([train.x, take_rows(pool.x, idx)])  # lazy images stay lazy: read per batch
         y = np.concatenate([train.y, pool.y[idx]])
         model = retrainer.train(x, y, train.n_classes)
         values = group_metrics(model, test, _device(retrainer))

@@ -23,8 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from spurlab.data.grouped import GroupedDataset
+from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError
-from spurlab.params import Interval, Options, positive_int
+from spurlab.params import Interval, Options, check_size, positive_int
 from spurlab.models.penultimate import penultimate_features
 from spurlab.train.methods.method_base import Method, register_method
 from spurlab.train.methods.hparams import Hparam, choice
@@ -32,6 +33,26 @@ from spurlab.train.engines.upweighting import failure_direction_weights
 from spurlab.train.trainer import predict, weighted_sampler
 
 SCHEMES = ("flagged", "overweight", "balanced", "soft")  # overweight: the same as flagged
+INPUT_BATCH = 256  # lazy images read per batch into the flattened-input embedding
+
+
+def flattened_inputs(x) -> np.ndarray:
+    """``embedding="input"``: every input flattened, float32 (N, D).
+
+    The embedding is the whole split by definition; lazy images are read one batch at a time into
+    it, after refusing (before allocating) a split whose floats would not fit in memory.
+    """
+    if not is_lazy(x):
+        return np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    width = int(np.prod(x.shape[1:]))
+    check_size(f"failure_directions embedding='input' over {len(x):,} images of shape {tuple(x.shape[1:])} "
+               f"(flattened float32)", len(x) * width * 4,
+               hint="use embedding='penultimate' (the model's features, read per batch), or lower "
+                    "image_size / limit")
+    out = np.empty((len(x), width), dtype=np.float32)
+    for start in range(0, len(x), INPUT_BATCH):
+        out[start:start + INPUT_BATCH] = x[start:start + INPUT_BATCH].reshape(-1, width)
+    return out
 
 
 @register_method
@@ -86,7 +107,7 @@ class FailureDirectionUpweight(Method):
 
     def _embed(self, model, x: np.ndarray) -> np.ndarray:
         if self.hparams_["embedding"] == "input":
-            return np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+            return flattened_inputs(x)
         layer = None if self.model_spec_.frozen else self.model_spec_.feature_layer  # frozen: x are features
         return penultimate_features(model, x, device=self.device_, feature_layer=layer)
 

@@ -33,7 +33,7 @@ from spurlab.models.penultimate import LinearHead, attach_head
 from spurlab.train.methods.method_names import METHOD_MODULES, METHOD_NAMES, METHODS  # noqa: F401
 from spurlab.train.methods.hparams import (OPTIMIZER_SPACE, Hparam, check_hparam_names, space_constraints,
                                          space_defaults)
-from spurlab.train.feature_cache import embed_splits
+from spurlab.train.feature_cache import embed_splits, logits_from_features, split_features
 from spurlab.train.methods.selection import EpochSelector, resolve_criterion
 from spurlab.train.trainer import BatchLoss, Sampler, TrainConfig, fit, predict_logits
 from spurlab.utils import resolve_device, seed_everything
@@ -167,8 +167,9 @@ class Method(ABC):
         if spec.kind == "name":
             spec = replace(spec, model=self.model_name_)
         self.backbone_ = spec.build(train.input_shape, self.n_classes_, seed=self.seed)
+        self.feature_token_ = spec.cache_token()
         splits = {"train": train} if val is None else {"train": train, "val": val}
-        feats = embed_splits(self.backbone_, splits, token=spec.cache_token(), device=self.device_)
+        feats = embed_splits(self.backbone_, splits, token=self.feature_token_, device=self.device_)
         self.features_from_cache_ = {split: f.from_cache for split, f in feats.items()}
         return train.with_x(feats["train"].features), None if val is None else val.with_x(feats["val"].features)
 
@@ -237,7 +238,7 @@ class Method(ABC):
         instead of the selected epoch's (the same model for methods without epoch selection).
         """
         self._check_fitted()
-        pred = self.predict(ds.x, final=final)
+        pred = self._split_predictions(ds, final)
         accs = metrics.group_accuracies(ds.y, pred, ds.g, ds.n_groups)
         train_groups = set(np.unique(self.train_groups_).tolist())
         average = (metrics.train_weighted_accuracy(ds.y, pred, ds.g, self.train_groups_)
@@ -251,6 +252,16 @@ class Method(ABC):
             "group_accuracy": {ds.group_name(g): acc for g, acc in accs.items()},
             "group_count": {ds.group_name(g): int(n) for g, n in enumerate(ds.group_counts()) if n > 0},
         }
+
+    def _split_predictions(self, ds: GroupedDataset, final: bool) -> np.ndarray:
+        """Predictions on ``ds``; with a frozen backbone, the head applied to the split's cached features
+        (the backbone runs once per split and data, not once per evaluation)."""
+        if getattr(self, "backbone_", None) is None:
+            return self.predict(ds.x, final=final)
+        model = getattr(self, "final_model_", self.model_) if final else self.model_
+        features = split_features(self.backbone_, ds, token=self.feature_token_, device=self.device_).features
+        return logits_from_features(model, features, ds.x, self.model_spec_.feature_layer,
+                                    device=self.device_).argmax(axis=1)
 
     def score(self, ds: GroupedDataset) -> float:
         """Worst-group accuracy on ``ds`` (higher is better)."""
