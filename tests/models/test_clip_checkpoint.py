@@ -71,3 +71,25 @@ def test_a_tiny_clip_checkpoint_loads_offline_and_embeds(tmp_path, monkeypatch):
     assert np.allclose(encoder.embed_text(texts[:1]), text[:1], atol=1e-5)  # batching does not change a text
     images = encoder.embed(np.random.default_rng(0).random((4, 1, 28, 28)))  # grey 28 px -> RGB 32 px
     assert images.shape == (4, 8) and np.isfinite(images).all()
+
+
+def test_spurlab_directions_refuses_a_bad_clip_folder_before_fitting(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from spurlab.cli import app
+    from spurlab.probes.directions import FailureDirections
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the SVMs were fit before the CLIP folder was checked")
+
+    monkeypatch.setattr(FailureDirections, "fit", no_fit)
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 2
+    np.savez(tmp_path / "emb.npz", embeddings=rng.normal(size=(60, 4)), labels=labels,
+             predictions=np.where(rng.random(60) < 0.3, 1 - labels, labels))
+    path = _folder(tmp_path, {"model_type": "bert"}, ("model.safetensors", "tokenizer.json"))
+    result = CliRunner().invoke(app, ["directions", "--embeddings", str(tmp_path / "emb.npz"), "--out",
+                                      str(tmp_path / "out"), "--clip", str(path), "--device", "cpu"])
+    assert result.exit_code != 0 and "not a CLIP checkpoint" in result.output
+    assert not (tmp_path / "out").exists()

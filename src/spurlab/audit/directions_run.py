@@ -107,6 +107,10 @@ def run_directions(embeddings: str | Path, out_dir: str | Path, captions: str | 
         raise SpurlabError("--captions needs a joint image-text encoder to embed the captions",
                            hint="pass --clip PATH (a local CLIP checkpoint); without one, attribute columns in "
                                 "the file are used to describe the directions")
+    if clip is not None:  # refused before the SVMs are fit, not after
+        from spurlab.models.embedders import check_clip_checkpoint
+
+        check_clip_checkpoint(clip)
     labels, preds, emb = data["labels"], data["predictions"], data["embeddings"]
     class_names = [str(c) for c in data["class_names"]] if "class_names" in data else None
     fit, stats, evaluate, roles = assign_roles(data)
