@@ -3,8 +3,15 @@
 Besides ready-made figures (``plot_group_accuracies``) this module holds the small
 pieces the study figures are built from: ``mean_std_curve`` (mean and std over
 seeds), ``line_with_band`` (mean line with a shaded +-std band), ``panel_row``
-(one row of panels), ``finish_axes`` (labels, scale, grid, legend) and
-``cycle_colour`` (the i-th colour of the default cycle).
+(panels side by side, wrapped so no figure is wider than the page), ``finish_axes``
+(labels, scale, grid, legend), ``cycle_colour`` (the i-th colour of the default cycle),
+``line_style`` (a marker and dash pattern per line, so lines drawn on top of each
+other stay distinguishable), ``integer_axis`` (integer ticks on an axis that counts)
+and ``legend_below`` (one legend under the panels, inside the figure, sized to fit).
+
+Layout rules every report figure keeps: at most ``MAX_FIGURE_WIDTH`` inches wide (1280 px
+at the reports' 110 dpi), legend text of at least 7 pt with each entry once, and integer
+tick labels on axes that count things (epochs, n, steps, units).
 """
 from __future__ import annotations
 
@@ -16,6 +23,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+
+# 1280 px, the page width reports are checked at, at the 110 dpi of report.html.figure_png.
+MAX_FIGURE_WIDTH = 1280 / 110
+LEGEND_SIZE = 8
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINE_STYLES = ("-", "--", "-.", ":")
 
 
 def cycle_colour(i: int) -> str:
@@ -43,16 +57,92 @@ def line_with_band(ax, curve: pd.DataFrame, x: str, label: str | None = None, ba
                         alpha=band_alpha, color=ax.lines[-1].get_color())
 
 
+def line_style(i: int, dashes: bool = True) -> dict:
+    """Marker (and, with ``dashes``, dash pattern) of the ``i``-th line of a panel: lines that coincide stay
+    distinguishable. Pass ``dashes=False`` when the line style already means something."""
+    style = {"marker": MARKERS[i % len(MARKERS)]}
+    if dashes:
+        style["ls"] = LINE_STYLES[(i // len(MARKERS) + i) % len(LINE_STYLES)]
+    return style
+
+
 def panel_row(n: int, width: float, height: float, **subplots):
-    """``(fig, axes)``: ``n`` panels side by side, each ``width`` x ``height`` inches; ``axes`` is 1-D."""
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, **subplots)
-    return fig, axes[0]
+    """``(fig, axes)``: ``n`` panels of ``width`` x ``height`` inches side by side, wrapped into further rows
+    when one row would be wider than ``MAX_FIGURE_WIDTH``; ``axes`` is 1-D (length ``n``)."""
+    return panel_grid(n, 1, width, height, **subplots)
+
+
+def panel_grid(n: int, rows: int, width: float, height: float, **subplots):
+    """``(fig, axes)``: ``rows`` x ``n`` panels of ``width`` x ``height`` inches; a row wider than
+    ``MAX_FIGURE_WIDTH`` gets panels up to a quarter narrower, else wraps. ``axes`` is 1-D, row-major
+    (``rows * n`` panels); spare cells are hidden."""
+    cols = n if n * 0.75 * width <= MAX_FIGURE_WIDTH else max(1, int(MAX_FIGURE_WIDTH // width))
+    width = min(width, MAX_FIGURE_WIDTH / cols)
+    lines = -(-n // cols)
+    fig, grid = plt.subplots(rows * lines, cols, figsize=(width * cols, height * rows * lines), squeeze=False,
+                             **subplots)
+    axes = []
+    for r in range(rows):
+        cells = grid[r * lines:(r + 1) * lines].ravel()
+        for ax in cells[n:]:
+            ax.axis("off")
+        axes += list(cells[:n])
+    return fig, np.array(axes, dtype=object)
+
+
+def integer_axis(ax, axis: str = "x") -> None:
+    """Integer tick locations and labels on an axis that counts (epochs, n, steps, units); call it after
+    plotting and after the scale is set. On a log scale: 1-2-5 steps within two decades, else powers of ten,
+    labelled as whole numbers, and no minor-tick labels to overlap them."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if target.get_scale() != "log":
+        target.set_major_locator(MaxNLocator(integer=True))
+        return
+    low, high = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+    decades = np.log10(high / max(low, 1e-12))
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+    target.set_major_formatter(FuncFormatter(_count_label))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _count_label(value: float, _pos=None) -> str:
+    if 1 <= value < 1e5:
+        return f"{value:,.0f}"
+    exponent = np.log10(value) if value > 0 else np.nan
+    return f"$10^{{{exponent:.0f}}}$" if np.isfinite(exponent) and exponent == round(exponent) else f"{value:g}"
+
+
+def unique_legend_entries(*axes) -> tuple[list, list[str]]:
+    """The labelled artists of ``axes``, each label once (first occurrence wins)."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    return list(seen.values()), list(seen)
+
+
+def legend_below(fig, axes, fontsize: float = LEGEND_SIZE, max_columns: int = 4):
+    """One legend for the figure under its panels (each label once), inside the figure and no wider than it;
+    lays the figure out (``tight_layout``) around it. Returns the legend, or None when nothing is labelled."""
+    handles, labels = unique_legend_entries(*np.ravel(axes))
+    if not handles:
+        fig.tight_layout()
+        return None
+    renderer = fig.canvas.get_renderer()
+    for ncol in range(min(max_columns, len(labels)), 0, -1):
+        legend = fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False)
+        if legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width or ncol == 1:
+            break
+        legend.remove()
+    height = legend.get_window_extent(renderer).height / fig.bbox.height
+    fig.tight_layout(rect=(0, min(height + 0.01, 0.6), 1, 1))
+    return legend
 
 
 def finish_axes(ax, xlabel: str | None = None, ylabel: str | None = None, title: str | None = None, *,
                 title_size: float | None = None, xscale: str | None = None, yscale: str | None = None,
                 ylim: tuple[float, float] | None = None, grid: str | None = "both",
-                legend_size: float | None = 8, legend_cols: int = 1) -> None:
+                legend_size: float | None = LEGEND_SIZE, legend_cols: int = 1) -> None:
     """Labels, title, scales, limits, a light grid (``"both"``, ``"x"``, ``"y"`` or None) and a legend.
 
     Call it after plotting: the legend (``legend_size=None``: none) lists the labelled artists

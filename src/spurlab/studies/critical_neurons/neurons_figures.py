@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spurlab.report.plots import (cycle_colour, finish_axes, line_with_band, mean_std_curve, panel_row,
-                                  plot_group_accuracies, plt)
+from spurlab.report.plots import (cycle_colour, finish_axes, integer_axis, legend_below, line_style, line_with_band,
+                                  mean_std_curve, panel_grid, panel_row, plot_group_accuracies)
 
 
 def _median_sigma(sigmas) -> float:
@@ -22,32 +22,36 @@ def _one_variant(frame: pd.DataFrame, mode: str, sigma: float) -> pd.DataFrame:
     return sub
 
 
+def _minority_majority_lines(ax, means: pd.DataFrame, i: int, label: str) -> None:
+    """Solid: mean over minority groups; dashed with hollow markers: majority. The marker tells unit sets apart
+    where their lines coincide."""
+    style = {"color": cycle_colour(i), "ms": 4, **line_style(i, dashes=False)}
+    if True in means:
+        ax.plot(means.index, means[True], "-", label=f"{label} minority", **style)
+    if False in means:
+        ax.plot(means.index, means[False], "--", mfc="none", alpha=0.7, label=f"{label} majority", **style)
+
+
 def delta_vs_k(evidence: pd.DataFrame, minority: list[int], modes: list[str], sigmas: list[float]):
     structured = evidence[~evidence["unit_set"].str.startswith("magnitude")]
     sigma = _median_sigma(sigmas)
     splits = ["train", "test"]
-    fig, axes = plt.subplots(len(splits), len(modes), figsize=(3.3 * len(modes), 5.6), squeeze=False, sharey=True)
+    fig, axes = panel_grid(len(modes), len(splits), 3.3, 2.8, sharey=True)
     for r, split in enumerate(splits):
         for c, mode in enumerate(modes):
-            ax = axes[r][c]
+            ax = axes[r * len(modes) + c]
             sub = _one_variant(structured[structured["split"] == split], mode, sigma)
             for i, (label, rows) in enumerate(sub.groupby("unit_set", sort=False)):
                 rows = rows.assign(minority=rows["group"].isin(minority))
-                means = rows.groupby(["k", "minority"])["delta"].mean().unstack("minority")
-                colour = cycle_colour(i)
-                if True in means:
-                    ax.plot(means.index, means[True], "-o", ms=3, color=colour, label=f"{label} minority")
-                if False in means:
-                    ax.plot(means.index, means[False], "--", color=colour, alpha=0.7, label=f"{label} majority")
+                _minority_majority_lines(ax, rows.groupby(["k", "minority"])["delta"].mean().unstack("minority"),
+                                         i, label)
             ax.axhline(0, color="grey", lw=0.6)
             title = mode + (f" σ={sigma:g}" if mode.startswith("random") else "")
             finish_axes(ax, title=f"{split}: {title}", title_size=9, legend_size=None)
             ax.set_xlabel("k (edited units)", fontsize=8)
-        axes[r][0].set_ylabel("Δ group accuracy")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+            integer_axis(ax)
+        axes[r * len(modes)].set_ylabel("Δ group accuracy")
+    legend_below(fig, axes)
     return fig
 
 
@@ -58,16 +62,12 @@ def delta_vs_sigma(evidence: pd.DataFrame, minority: list[int], k: int = 3):
     fig, axes = panel_row(2, 4, 3.4, sharey=True)
     for ax, mode in zip(axes, ("random_init", "random_noise")):
         rows = sub[sub["mode"] == mode].assign(minority=lambda f: f["group"].isin(minority))
-        for label, part in rows.groupby("unit_set", sort=False):
-            means = part.groupby(["sigma", "minority"])["delta"].mean().unstack("minority")
-            if True in means:
-                ax.plot(means.index, means[True], "-o", ms=3, label=f"{label} minority")
-            if False in means:
-                ax.plot(means.index, means[False], "--", label=f"{label} majority")
+        for i, (label, part) in enumerate(rows.groupby("unit_set", sort=False)):
+            _minority_majority_lines(ax, part.groupby(["sigma", "minority"])["delta"].mean().unstack("minority"),
+                                     i, label)
         finish_axes(ax, "σ", title=f"train, {mode}", title_size=9, xscale="log", legend_size=None)
     axes[0].set_ylabel("Δ group accuracy")
-    axes[0].legend(fontsize=6)
-    fig.tight_layout()
+    legend_below(fig, axes)
     return fig
 
 
@@ -91,11 +91,12 @@ def framework_curves(curves: pd.DataFrame, group_names: list[str]):
     fig, axes = panel_row(2, 4.5, 3.4, sharex=True)
     for ax, metric, title in ((axes[0], "worst", "test worst-group accuracy"),
                               (axes[1], "mean", "test mean group accuracy")):
-        for method, rows in frame.groupby("method", sort=False):
-            line_with_band(ax, mean_std_curve(rows, "epoch", value=metric), "epoch", method, band_alpha=0.2, ms=3)
-        finish_axes(ax, "fine-tuning epoch", title=title, title_size=9, legend_size=None)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+        for i, (method, rows) in enumerate(frame.groupby("method", sort=False)):
+            line_with_band(ax, mean_std_curve(rows, "epoch", value=metric), "epoch", method, band_alpha=0.2, ms=3,
+                           **line_style(i))
+        finish_axes(ax, "fine-tuning epoch", "accuracy", title=title, title_size=9, legend_size=None)
+        integer_axis(ax)
+    legend_below(fig, axes)
     return fig
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from spurlab.report.direction_plots import plot_decision_histograms
-from spurlab.report.plots import finish_axes, panel_row, plt
+from spurlab.report.plots import MAX_FIGURE_WIDTH, finish_axes, legend_below, line_style, panel_row, plt
 
 HEADLINE_COLUMNS = {"svm_cv_balanced_acc": "svm_cv_bal_acc", "error_auroc": "error_auroc",
                     "minority_share_of_errors": "minority_share_of_errors",
@@ -52,7 +52,7 @@ def plot_worst_group(frame: pd.DataFrame):
     """Worst-group test accuracy per intervention (bars) with the worst training group's accuracy (markers)."""
     table = _per_intervention(frame, "worst_group_acc")
     train = _per_intervention(frame, "train_worst_group_acc").reindex(index=table.index, columns=table.columns)
-    fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * len(table)), 4))
+    fig, ax = plt.subplots(figsize=(min(max(6.5, 0.55 * len(table)), MAX_FIGURE_WIDTH), 4))
     width = 0.8 / max(len(table.columns), 1)
     x = np.arange(len(table))
     for i, corr in enumerate(table.columns):
@@ -62,8 +62,8 @@ def plot_worst_group(frame: pd.DataFrame):
                 label="train (worst group)" if i == 0 else None)
     ax.set_xticks(x, table.index, rotation=30, ha="right", fontsize=8)
     finish_axes(ax, ylabel="worst-group accuracy", title="Interventions: worst-group accuracy after retraining",
-                ylim=(0, 1.05), grid="y")
-    fig.tight_layout()
+                ylim=(0, 1.05), grid="y", legend_size=None)
+    legend_below(fig, [ax])  # under the bars, where it covers none of them
     return fig
 
 
@@ -72,15 +72,16 @@ def plot_flags(frame: pd.DataFrame):
     fig, axes = panel_row(2, 5, 3.6)
     for i, (embedder, sub) in enumerate(directions.groupby("embedder")):
         table = sub.pivot_table(index="correlation", columns="metric", values="value", aggfunc="mean")
-        axes[0].plot(table.index, table["flag_minority_precision"], "o-", label=f"{embedder}: precision")
+        marker = line_style(i, dashes=False)  # embedders whose lines coincide differ by marker
+        axes[0].plot(table.index, table["flag_minority_precision"], "-", label=f"{embedder}: precision", **marker)
         if i == 0:  # the same quantity for every embedder (it depends on the model only)
             axes[0].plot(table.index, table["minority_share_of_errors"], "kx--", alpha=0.7,
                          label="minority share of the errors")
-        axes[1].plot(table.index, table["minority_recall"], "o-", label=f"{embedder}: minority recall")
-        axes[1].plot(table.index, table["error_auroc"], "s:", label=f"{embedder}: error AUROC")
+        axes[1].plot(table.index, table["minority_recall"], "-", label=f"{embedder}: minority recall", **marker)
+        axes[1].plot(table.index, table["error_auroc"], ":", mfc="none", label=f"{embedder}: error AUROC", **marker)
     for ax, title in zip(axes, ("Flags that are minority examples", "Recall and error AUROC"), strict=True):
-        finish_axes(ax, "train correlation p", title=title, ylim=(0, 1.05), legend_size=7)
-    fig.tight_layout()
+        finish_axes(ax, "train correlation p", title=title, ylim=(0, 1.05), legend_size=None)
+    legend_below(fig, axes)
     return fig
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from spurlab.report.plots import finish_axes, panel_row, plt
+from spurlab.report.plots import finish_axes, integer_axis, legend_below, line_style, panel_row, plt
 from spurlab.studies.study_base import StudyResult
 
 PARAM_COLUMNS = ("activation", "step", "shift_scale", "role", "model", "dataset")
@@ -36,16 +36,24 @@ def _style(activation: str) -> dict:
     return STYLE.get(activation, dict(lw=1.0, alpha=0.6))
 
 
+def _marked(i: int, activation: str, points: int, dashes: bool = True) -> dict:
+    """Colour and width of the activation, with the i-th marker (and dash pattern): activations whose curves
+    coincide (identity, sigmoid and tanh often do) stay distinguishable; about ten markers per curve."""
+    return {**_style(activation), **line_style(i, dashes), "ms": 4, "markevery": max(1, points // 10)}
+
+
 # ------------------------------------------------------------------ two-layer figures
 def fig_losses(traj: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for act in CONTRAST:
+    for i, act in enumerate(CONTRAST):
         sub = traj[traj["activation"] == act]
         if sub.empty:
             continue
-        ax.plot(sub["step"], sub["id_loss"], ls="-", label=f"{act}: ID", **_style(act))
-        ax.plot(sub["step"], sub["ood_loss"], ls="--", label=f"{act}: OOD", **_style(act))
+        ax.plot(sub["step"], sub["id_loss"], ls="-", label=f"{act}: ID", **_marked(i, act, len(sub), dashes=False))
+        ax.plot(sub["step"], sub["ood_loss"], ls="--", mfc="none", label=f"{act}: OOD",
+                **_marked(i, act, len(sub), dashes=False))
     finish_axes(ax, "SGD step", "loss", "ID vs OOD loss", yscale="log")
+    integer_axis(ax)
     fig.tight_layout()
     return fig
 
@@ -53,11 +61,12 @@ def fig_losses(traj: pd.DataFrame):
 def fig_norms(traj: pd.DataFrame):
     fig, axes = panel_row(2, 5, 3.8, sharey=True)
     for ax, metric, title in zip(axes, ("core_norm", "bg_norm"), ("core block of W T", "background block of W T")):
-        for act in CONTRAST:
+        for i, act in enumerate(CONTRAST):
             sub = traj[traj["activation"] == act]
             if not sub.empty:
-                ax.plot(sub["step"], sub[metric], label=act, **_style(act))
+                ax.plot(sub["step"], sub[metric], label=act, **_marked(i, act, len(sub)))
         finish_axes(ax, "SGD step", title=title, legend_size=None)
+        integer_axis(ax)
     axes[0].set_ylabel("mean neuron weight norm")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -66,11 +75,12 @@ def fig_norms(traj: pd.DataFrame):
 
 def fig_asymmetry(traj: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for act, sub in traj.groupby("activation"):
-        ax.plot(sub["step"], sub["activation_asymmetry"], label=act, **_style(act))
+    for i, (act, sub) in enumerate(traj.groupby("activation")):
+        ax.plot(sub["step"], sub["activation_asymmetry"], label=act, **_marked(i, act, len(sub)))
     finish_axes(ax, "SGD step", "activation asymmetry",
-                "sign(a_k) [P(active | y=+1) - P(active | y=-1)], mean over neurons", legend_cols=3)
-    fig.tight_layout()
+                "sign(a_k) [P(active | y=+1) - P(active | y=-1)], mean over neurons", legend_size=None)
+    integer_axis(ax)
+    legend_below(fig, [ax])
     return fig
 
 
@@ -88,13 +98,13 @@ def fig_bg_by_activation(acts: pd.DataFrame):
 
 def fig_shift(shift: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for act, sub in shift.groupby("activation"):
+    for i, (act, sub) in enumerate(shift.groupby("activation")):
         sub = sub.sort_values("shift_scale")
-        ax.plot(sub["shift_scale"], sub["ood_acc"], marker="o", label=act, **_style(act))
+        ax.plot(sub["shift_scale"], sub["ood_acc"], label=act, **_marked(i, act, len(sub)))
     ax.set_xscale("log", base=2)
     finish_axes(ax, "background shift scale s (test background ~ -s U[0,1])", "OOD accuracy",
-                "OOD accuracy vs shift scale", ylim=(0, 1.05), legend_cols=2)
-    fig.tight_layout()
+                "OOD accuracy vs shift scale", ylim=(0, 1.05), legend_size=None)
+    legend_below(fig, [ax])
     return fig
 
 

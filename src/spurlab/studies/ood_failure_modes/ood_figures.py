@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spurlab.report.plots import finish_axes, line_with_band, mean_std_curve, panel_row, plt
+from spurlab.report.plots import (finish_axes, integer_axis, legend_below, line_style, line_with_band,
+                                  mean_std_curve, panel_row, plt)
 
 
 def metric_curve(frame: pd.DataFrame, experiment: str, metric: str, x: str,
@@ -20,6 +21,7 @@ def fig_norm_growth(frame: pd.DataFrame, margin: float):
     ax.axhline(1.0 / margin, ls="--", color="grey", label=f"1/gamma = {1.0 / margin:g}")
     finish_axes(ax, "n (training points)", "||w|| on invariant features", "Max-margin norm grows with n",
                 xscale="log")
+    integer_axis(ax)
     fig.tight_layout()
     return fig
 
@@ -28,11 +30,13 @@ def fig_geometric(frame: pd.DataFrame):
     fig, (left, right) = panel_row(2, 4.75, 3.6)
     line_with_band(left, metric_curve(frame, "geometric", "spurious_share", "n_min"), "n_min", "w_sp / ||w||")
     left.axhline(0, color="grey", lw=0.8)
-    for metric, colour in (("minority_acc", "tab:red"), ("majority_acc", "tab:blue")):
-        line_with_band(right, metric_curve(frame, "geometric", metric, "n_min"), "n_min", metric, color=colour)
+    for i, (metric, colour) in enumerate((("minority_acc", "tab:red"), ("majority_acc", "tab:blue"))):
+        line_with_band(right, metric_curve(frame, "geometric", metric, "n_min"), "n_min", metric, color=colour,
+                       **line_style(i))
     right.set_ylim(-0.03, 1.03)
     for ax, ylabel in ((left, "spurious share"), (right, "test accuracy")):
         finish_axes(ax, "n_min (minority training points)", ylabel, xscale="log")
+        integer_axis(ax)
     fig.suptitle("Geometric skew: max-margin classifier vs minority size")
     fig.tight_layout()
     return fig
@@ -50,6 +54,7 @@ def fig_statistical(frame: pd.DataFrame, experiment: str = "statistical"):
             ax.plot(th["step"], th["mean"], ls="--", color=ax.lines[-1].get_color(), lw=1)
     title = "Statistical skew" + (", D = 1000" if experiment == "statistical_highd" else "")
     finish_axes(ax, "GD step t", "w_sp / ||w||", f"{title} (dashed: ln(p/(1-p)) / (2B ln t))", xscale="log")
+    integer_axis(ax)
     fig.tight_layout()
     return fig
 
@@ -67,18 +72,21 @@ def fig_images(frame: pd.DataFrame):
     fig, axes = panel_row(len(panels), 4.6, 3.7)
     for ax, (mode, metric, x, title) in zip(axes, panels):
         sub = images[(images["mode"] == mode) & (images["metric"] == metric)]
-        for (dataset, model), part in sub.groupby(["dataset", "model"]):
-            line_with_band(ax, mean_std_curve(part, x), x, f"{dataset} / {model}")
+        for i, ((dataset, model), part) in enumerate(sub.groupby(["dataset", "model"])):
+            style = line_style(i, dashes=False)
+            line_with_band(ax, mean_std_curve(part, x), x, f"{dataset} / {model}", **style)
             if mode == "norm":  # the same runs compared after an equal number of steps
                 equal = images[(images["mode"] == mode) & (images["metric"] == "w_dist_equal_steps")
                                & (images["dataset"] == dataset) & (images["model"] == model)]
                 if not equal.empty:
                     line_with_band(ax, mean_std_curve(equal, x), x, f"{dataset} / {model}, equal steps",
-                                   color=ax.lines[-1].get_color(), ls="--")
+                                   color=ax.lines[-1].get_color(), ls="--", mfc="none", **style)
         finish_axes(ax, x, metric, title, title_size=10, xscale="log" if x in ("n_min", "n") else None,
-                    legend_size=7)
+                    legend_size=None)
+        if x in ("n_min", "n"):
+            integer_axis(ax)
     fig.suptitle("Networks on images with an injected spurious feature")
-    fig.tight_layout()
+    legend_below(fig, axes)
     return fig
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from spurlab.probes.memorization import gamma, gamma_at_ratio
-from spurlab.report.plots import cycle_colour, finish_axes, panel_row, plt
+from spurlab.report.plots import (cycle_colour, finish_axes, integer_axis, legend_below, line_style, panel_row,
+                                  plt)
 
 KEYS = ["model", "activation", "alpha", "N", "k", "d", "dataset", "frame_width"]
 
@@ -33,13 +34,14 @@ def _setting_label(row: pd.Series, with_model: bool = False) -> str:
 def _accuracy_panel(ax, table: pd.DataFrame, group_keys: list[str], with_model: bool) -> None:
     for i, (_, grp) in enumerate(table.groupby(group_keys, dropna=False, sort=False)):
         grp = grp.sort_values("N")
-        colour = cycle_colour(i)
+        style = {"color": cycle_colour(i), **line_style(i, dashes=False)}  # the marker tells coinciding lines apart
         label = _setting_label(grp.iloc[0], with_model)
-        ax.plot(grp["N"], grp["spurious_acc"], "o-", color=colour, label=f"{label} spurious")
+        ax.plot(grp["N"], grp["spurious_acc"], "-", label=f"{label} spurious", **style)
         if "test_acc" in grp:
-            ax.plot(grp["N"], grp["test_acc"], "s--", color=colour, alpha=0.7, label=f"{label} test")
+            ax.plot(grp["N"], grp["test_acc"], "--", mfc="none", alpha=0.7, label=f"{label} test", **style)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    finish_axes(ax, "N (training points)", "accuracy", xscale="log", ylim=(0.35, 1.03), legend_size=7)
+    finish_axes(ax, "N (training points)", "accuracy", xscale="log", ylim=(0.35, 1.03), legend_size=None)
+    integer_axis(ax)
 
 
 def synthetic_accuracy_figure(table: pd.DataFrame):
@@ -49,7 +51,7 @@ def synthetic_accuracy_figure(table: pd.DataFrame):
         sub = table[table["model"] == model]
         _accuracy_panel(ax, sub, ["activation", "alpha"], with_model=False)
         ax.set_title(f"{model.upper()} (d={int(sub['d'].iloc[0])}, k={int(sub['k'].iloc[0])})")
-    fig.tight_layout()
+    legend_below(fig, axes)
     return fig
 
 
@@ -60,7 +62,7 @@ def image_accuracy_figure(table: pd.DataFrame):
         sub = table[(table["dataset"] == dataset) & (table["frame_width"] == width)]
         _accuracy_panel(ax, sub, ["model", "activation"], with_model=True)
         ax.set_title(f"{dataset}, noise frame {int(width)} px (α={sub['alpha'].iloc[0]:.2f})")
-    fig.tight_layout()
+    legend_below(fig, axes)
     return fig
 
 
@@ -75,8 +77,9 @@ def alignment_vs_alpha_figure(table: pd.DataFrame):
         for i, activation in enumerate(dict.fromkeys(sub["activation"])):
             colour = cycle_colour(i)
             act = sub[sub["activation"] == activation]
-            for n, regime, marker, style in ((low_n, "low_n", "o", ":"), (high_n, "high_n", "s", "-")):
+            for j, (n, regime, style) in enumerate(((low_n, "low_n", ":"), (high_n, "high_n", "-"))):
                 pts = act[act["N"] == n].sort_values("alpha")
+                marker = line_style(2 * i + j)["marker"]  # one per activation and N: coinciding points differ
                 ax.plot(pts["alpha"], pts["feature_alignment"], marker, color=colour, ms=5,
                         label=f"{activation}: F at N/d={n / d:g}")
                 ax.plot(grid, [gamma(model, activation, a, regime) for a in grid], style, color=colour, lw=1,
@@ -98,15 +101,17 @@ def alignment_vs_n_figure(table: pd.DataFrame):
             colour = cycle_colour(i)
             grp = grp.sort_values("N")
             ratio = grp["N"] / grp["d"]
-            ax.plot(ratio, grp["feature_alignment"], "o", color=colour, label=f"{activation}, α={alpha:g}: F")
+            ax.plot(ratio, grp["feature_alignment"], line_style(i)["marker"], color=colour,
+                    label=f"{activation}, α={alpha:g}: F")
             grid = np.geomspace(ratio.min(), ratio.max(), 60)
             ax.plot(grid, [gamma_at_ratio(model, activation, alpha, r) for r in grid], "-", color=colour, lw=1)
             ax.axhline(grp["gamma_low_n"].iloc[0], color=colour, ls=":", lw=1)
             ax.axhline(grp["gamma_high_n"].iloc[0], color=colour, ls="--", lw=1)
-        finish_axes(ax, "N / d", "feature alignment F",
-                    f"{model.upper()}: F vs N/d (dotted: γ low N, dashed: γ high N, line: finite N/d)",
-                    xscale="log", legend_size=7)
-    fig.tight_layout()
+        finish_axes(ax, "N / d", "feature alignment F", f"{model.upper()}: F vs N/d", xscale="log",
+                    legend_size=None)
+    for ls, meaning in ((":", "γ low N"), ("--", "γ high N"), ("-", "γ at finite N/d")):
+        axes[0].plot([], [], ls=ls, color="grey", lw=1, label=meaning)
+    legend_below(fig, axes)
     return fig
 
 
