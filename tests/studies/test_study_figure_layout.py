@@ -264,6 +264,17 @@ def test_spurious_memorization_figures_keep_the_layout_rules():
                            "alignment_vs_alpha", "alignment_vs_n_over_d"})
 
 
+def test_sweep_figures_with_many_panels_wrap_instead_of_widening_the_page():
+    from spurlab.sweep.collect import metric_figure
+
+    summary = pd.DataFrame([{"target": "study:x", "experiment": f"e{e}", "metric": "loss", "n": n, "model": model,
+                             "n_seeds": 2, "n_values": 2, "mean": 1.0, "std": 0.1, "ci95_low": 0.9, "ci95_high": 1.1,
+                             "ci95_half": 0.1} for e in range(5) for n in (10, 100, 1000) for model in ("a", "b")])
+    fig = metric_figure(summary, "loss")
+    assert len([ax for ax in fig.axes if ax.axison]) == 5
+    assert layout_problems(fig) == []
+
+
 # ------------------------------------------------------------------ the measurements themselves can fail
 def test_the_checks_catch_what_they_look_for():
     fig, ax = plt.subplots(figsize=(20, 3))

@@ -93,10 +93,7 @@ def _label(row: pd.Series, columns: list[str]) -> str:
 
 def metric_figure(part: pd.DataFrame, metric: str, x: str | None = None):
     """One figure for one metric: a panel per experiment, mean ± 95% CI vs the swept parameter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from spurlab.report.plots import panel_row  # matplotlib (Agg) loads with the first figure
 
     settings = [c for c in part.columns if c not in STAT_COLUMNS and c not in ("metric", "n_values")]
     varying = _varying(part, settings)
@@ -104,8 +101,8 @@ def metric_figure(part: pd.DataFrame, metric: str, x: str | None = None):
     x_col = _pick_x(part, [c for c in varying if c not in panels], x)
     hues = [c for c in varying if c not in panels and c != x_col]
     groups = list(part.groupby(panels, sort=True)) if panels else [((), part)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.6), squeeze=False)
-    for ax, (key, panel) in zip(axes[0], groups):
+    fig, axes = panel_row(len(groups), 4.6, 3.6)  # wrapped into rows rather than wider than the page
+    for ax, (key, panel) in zip(axes, groups):
         _draw_panel(ax, panel, x_col, hues)
         key = key if isinstance(key, tuple) else (key,)
         if key:
@@ -116,12 +113,8 @@ def metric_figure(part: pd.DataFrame, metric: str, x: str | None = None):
     return fig
 
 
-LINE_STYLES = ("-", "--", "-.", ":")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
 def _draw_panel(ax, panel: pd.DataFrame, x_col: str | None, hues: list[str]) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from spurlab.report.plots import integer_axis, line_style  # matplotlib loads with the first figure
 
     lines = list(panel.groupby(hues, sort=True, dropna=False)) if hues else [((), panel)]
     if x_col is None:
@@ -135,14 +128,13 @@ def _draw_panel(ax, panel: pd.DataFrame, x_col: str | None, hues: list[str]) -> 
             # lines that coincide stay distinguishable by their marker and dash pattern
             sub = sub.assign(_x=pd.to_numeric(sub[x_col])).sort_values("_x")
             half = np.nan_to_num(sub["ci95_half"].to_numpy())
-            ax.plot(sub["_x"], sub["mean"], marker=MARKERS[i % len(MARKERS)], ms=4,
-                    ls=LINE_STYLES[(i // len(MARKERS) + i) % len(LINE_STYLES)], label=_label(sub.iloc[0], hues))
+            ax.plot(sub["_x"], sub["mean"], ms=4, label=_label(sub.iloc[0], hues), **line_style(i))
             ax.fill_between(sub["_x"], sub["mean"] - half, sub["mean"] + half, alpha=0.2)
         xs = pd.to_numeric(panel[x_col])
         if (xs > 0).all() and xs.max() / xs.min() >= 100:
             ax.set_xscale("log")
-        elif np.allclose(xs, np.round(xs)):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if np.allclose(xs, np.round(xs)):
+            integer_axis(ax)
         ax.set_xlabel(x_col)
         if hues and len(lines) <= MAX_LEGEND:
             ax.legend(fontsize=8)
