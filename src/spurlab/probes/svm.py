@@ -25,6 +25,8 @@ from scipy.linalg import blas
 from spurlab.errors import SpurlabError
 
 TINY = 1e-30
+PATH_MAX_RATIO = 5  # examples per dimension up to which the hinge follows the active-set path
+PATH_MAX_EXAMPLES = 5000
 
 
 @dataclass
@@ -287,8 +289,9 @@ def _all_at_bound(x, y, c) -> tuple[np.ndarray, float] | None:
 
 # ------------------------------------------------------------------ the exact hinge along the C path
 class _FreeGram:
-    """Inner products among the examples that have been free (on the margin) so far, each pair computed
-    once: libsvm's kernel cache, restricted to the few hundred examples near the margin."""
+    """Inner products ``x_i . x_j + 1`` (the bias as a constant feature, so that up to d + 1 free examples keep
+    the block positive definite) among the examples that have been free so far, each pair computed once:
+    libsvm's kernel cache, restricted to the examples near the margin."""
 
     def __init__(self, x: np.ndarray):
         self.x = x
@@ -313,7 +316,7 @@ class _FreeGram:
             self._reserve(size)
             self.slot[new] = np.arange(old, size)
             self.rows[old:size] = self.x[new]
-            cross = self.rows[old:size] @ self.rows[:size].T
+            cross = self.rows[old:size] @ self.rows[:size].T + 1.0
             self.gram[old:size, :size] = cross
             self.gram[:old, old:size] = cross[:, :old].T
             self.size = size
@@ -323,20 +326,24 @@ class _FreeGram:
 
 def _on_the_margin(x, y, c, free, upper, cache: _FreeGram):
     """``(w, b, a)`` with the free examples exactly on the margin and the upper ones at their bound
-    (``w = sum_i a_i y_i x_i``, ``sum_i a_i y_i = 0``); ``None`` when the free examples' Gram block is singular."""
+    (``w = sum_i a_i y_i x_i``, ``sum_i a_i y_i = 0``); ``None`` when the free examples' Gram block is singular.
+
+    With ``beta_i = y_i a_i`` and ``q = sum_upper y_i c_i``, the free rows read ``K beta + b 1 = y - X v`` and
+    the equality ``1 . beta = -q``; in the bias-augmented Gram ``K + 1 1^T`` the bias becomes ``b + q``."""
     idx = np.flatnonzero(free)
     v = x.T @ np.where(upper, y * c, 0.0)
+    q = y[upper] @ c[upper]
     try:
         chol = linalg.cho_factor(cache.block(idx), check_finite=False)
     except linalg.LinAlgError:
         return None
     rhs = np.stack([y[idx] - x[idx] @ v, np.ones(len(idx))], axis=1)
     u, e = linalg.cho_solve(chol, rhs, check_finite=False).T
-    b = (u.sum() + y[upper] @ c[upper]) / e.sum()
-    beta = u - b * e  # y_i a_i of the free examples
+    shifted = (u.sum() + q) / e.sum()
+    beta = u - shifted * e
     a = np.where(upper, c, 0.0)
     a[idx] = y[idx] * beta
-    return v + x[idx].T @ beta, b, a
+    return v + x[idx].T @ beta, shifted - q, a
 
 
 def _optimal(fraction, margin, free, upper, tol: float = 1e-9) -> bool:
@@ -367,26 +374,64 @@ def _active_set(x, y, c, free, upper, cache: _FreeGram, max_iter: int):
         margin, fraction = y * (x @ w + b), a / c
         if _optimal(fraction, margin, free, upper):
             return w, b, np.clip(a, 0.0, c)
-        score = fraction - (margin - 1.0)
-        free, upper = (score > 0.0) & (score < 1.0), score >= 1.0
+        free, upper = _admit(free, upper, *_by_score(fraction, margin), margin, x.shape[1] + 1)
     return None
 
 
-class _HingePath:
-    """Exact hinge-SVM solutions for increasing C on one data set, by the active set warm-started at the
-    previous solution: from the largest C at which every multiplier sits at its bound (two examples then
-    leave it), geometric steps towards each requested C, halved when the active set fails, grown after a
-    success. ``solve`` returns ``None`` when this does not reach C (the caller falls back to the interior
-    point)."""
+def _by_score(fraction, margin) -> tuple[np.ndarray, np.ndarray]:
+    """(free, upper) as the optimality conditions say for these multipliers (fractions of their bounds) and
+    margins: the score ``fraction - (margin - 1)`` is in (0, 1) for free examples, >= 1 at the bound."""
+    score = fraction - (margin - 1.0)
+    return (score > 0.0) & (score < 1.0), score >= 1.0
 
-    MAX_PIVOTS = 10
-    MAX_ATTEMPTS = 60
+
+def _admit(free, upper, new_free, new_upper, margin, most: int):
+    """The next sets, with at most ``most`` free examples (more than d + 1 make the Gram block singular):
+    of the examples that would enter the free set, the worst violators of their margin condition enter,
+    the others keep their bound."""
+    entering = np.flatnonzero(new_free & ~free)
+    room = most - int((new_free & free).sum())
+    if len(entering) <= room:
+        return new_free, new_upper
+    wait = entering[np.argsort(-np.abs(margin[entering] - 1.0), kind="stable")[max(room, 0):]]
+    new_free[wait], new_upper[wait] = False, upper[wait]
+    return new_free, new_upper
+
+
+def _crossings(c0, c1, a0, a1, m0, m1, free, upper, bound) -> np.ndarray:
+    """The C at which each example first breaks the condition of its set on the straight line through the
+    solutions at ``c0`` and ``c1`` that keep the sets (while the sets hold, multipliers and margins are
+    affine in C); ``inf`` where it does not. ``bound``: the multipliers' bounds at C = 1."""
+    span = c1 - c0
+    dm, da = (m1 - m0) / span, (a1 - a0) / span
+    lower = ~(free | upper)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_margin = c0 + (1.0 - m0) / dm
+        to_zero = c0 - a0 / da
+        to_bound = (c0 * da - a0) / (da - bound)
+    out = np.full(len(m0), np.inf)
+    out = np.where((lower & (dm < 0)) | (upper & (dm > 0)), to_margin, out)
+    out = np.where(free & (da < 0), to_zero, out)
+    out = np.where(free & (da > bound), np.minimum(out, to_bound), out)
+    return np.maximum(out, c0)
+
+
+class _HingePath:
+    """Exact hinge-SVM solutions for increasing C on one data set, following the regularization path from the
+    largest C at which every multiplier sits at its bound (two examples then leave it). Each step solves the
+    next C with the current sets, finds where examples would change sets on the line between (the solution is
+    affine in C while the sets hold), moves to the C by which ``batch`` of them have, and corrects there by the
+    active set; the batch grows after a success and shrinks after a failure. ``solve`` returns ``None`` when
+    this does not reach C (the caller falls back to the interior point)."""
+
+    MAX_PIVOTS = 15
+    MAX_STEPS = 100
 
     def __init__(self, x, y, weight):
         self.x, self.y, self.weight = x, y, weight
         self.cache = _FreeGram(x)
         self.state = self._start()
-        self.step = 2.0
+        self.batch = max(4, len(y) // 100)
 
     def _start(self):
         f = self.x @ (self.x.T @ (self.y * self.weight))
@@ -394,25 +439,57 @@ class _HingePath:
         i, j = pos[np.argmax(f[pos])], neg[np.argmin(f[neg])]
         free = np.zeros(len(self.y), dtype=bool)
         free[[i, j]] = True
-        return 2.0 / max(float(f[i] - f[j]), TINY), free, ~free
+        c_start = 2.0 / max(float(f[i] - f[j]), TINY)
+        margin = self.y * (c_start * f + 1.0 - c_start * f[i])
+        return c_start, c_start * self.weight, margin, free, ~free
+
+    def _next_c(self, c0, target, trial, a0, m0, free, upper):
+        """Where ``batch`` examples have changed sets on the way to ``target``, and the interpolated guess there."""
+        w1, b1, a1 = trial
+        m1 = self.y * (self.x @ w1 + b1)
+        crossing = np.sort(_crossings(c0, target, a0, a1, m0, m1, free, upper, self.weight))
+        crossing = crossing[crossing < target]
+        c_next = target
+        if len(crossing) > self.batch:
+            c_next = 0.5 * (crossing[self.batch - 1] + crossing[self.batch])
+        tau = (c_next - c0) / (target - c0) if target > c0 else 1.0
+        return c_next, a0 + tau * (a1 - a0), m0 + tau * (m1 - m0)
 
     def solve(self, target: float):
-        c0, free, upper = self.state
-        for _ in range(self.MAX_ATTEMPTS):
-            c_next = min(target, c0 * self.step)
-            c = c_next * self.weight
-            solution = _active_set(self.x, self.y, c, free, upper, self.cache, self.MAX_PIVOTS)
+        c0, a0, m0, free, upper = self.state
+        x, y, bound = self.x, self.y, self.weight
+        for _ in range(self.MAX_STEPS):
+            trial = _on_the_margin(x, y, target * bound, free, upper, self.cache)
+            if trial is None:
+                return None
+            c_next, a, m = self._next_c(c0, target, trial, a0, m0, free, upper)
+            solution = _active_set(x, y, c_next * bound, *_by_score(a / (c_next * bound), m), self.cache,
+                                   self.MAX_PIVOTS)
             if solution is None:
-                self.step = np.sqrt(self.step)
+                if self.batch == 1 or c_next <= c0:
+                    return None
+                self.batch = max(1, self.batch // 4)
                 continue
-            w, b, a = solution
-            upper = a >= c
-            free = (a > 0.0) & ~upper
-            c0, self.step = c_next, self.step ** 1.5
-            if c_next >= target:
-                self.state = (c0, free, upper)
-                return w, libsvm_intercept(self.x @ w, self.y, a, c, free)
+            w, b, a0 = solution
+            c = c_next * bound
+            upper = a0 >= c
+            free = (a0 > 0.0) & ~upper
+            c0, m0, self.batch = c_next, y * (x @ w + b), self.batch + self.batch // 2 + 1
+            if c0 >= target:
+                self.state = (c0, a0, m0, free, upper)
+                return w, libsvm_intercept(x @ w, y, a0, c, free)
         return None
+
+
+def _path_pays(x, y, weight) -> bool:
+    """Whether the active-set path is expected to beat the interior point (measured in
+    benchmarks/RESULTS.md): both labels, balanced weights (the path starts where every multiplier sits at its
+    bound), and at most ``PATH_MAX_RATIO`` examples per dimension -- beyond, the sets change so often along
+    the path that the interior point's ``n d^2`` per step is cheaper -- and at most ``PATH_MAX_EXAMPLES``
+    (its Gram cache grows to n x n)."""
+    n, d = x.shape
+    balanced = abs(float(y @ weight)) <= 1e-10 * float(weight.sum())
+    return bool(np.any(y > 0) and np.any(y < 0) and balanced and n <= min(PATH_MAX_RATIO * (d + 1), PATH_MAX_EXAMPLES))
 
 
 def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-10) -> SvmSolution:
@@ -422,10 +499,10 @@ def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-
     (float64), with the bias set by libsvm's rule (:func:`libsvm_intercept`), so the flags are those ``SVC``
     gives at the same ``C``. Values of ``C`` small enough that every multiplier sits at its bound are solved in
     closed form; the others, in increasing order, by an active set warm-started along the C path
-    (:class:`_HingePath`; it needs both labels and weights that balance them, ``sum_i s_i y_i = 0``, as
-    ``class_weight="balanced"`` gives); whatever it does not reach goes to a batched primal-dual interior-point
-    method solved to ``tol`` (``max_iter`` steps at most), in the span of the examples when they are fewer
-    than the dimensions.
+    (:class:`_HingePath`, where :func:`_path_pays`: both labels, weights that balance them as
+    ``class_weight="balanced"`` does, at most ``PATH_MAX_RATIO`` examples per dimension); the others, and
+    whatever the path does not reach, by a batched primal-dual interior-point method solved to ``tol``
+    (``max_iter`` steps at most), in the span of the examples when they are fewer than the dimensions.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -434,13 +511,13 @@ def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-
     if not np.all(cs > 0):
         raise SpurlabError("every C must be positive", hint="use e.g. numpy.logspace(-6, 0, 7)")
     w_out, b_out = np.zeros((len(cs), x.shape[1])), np.zeros(len(cs))
-    balanced = np.any(y > 0) and np.any(y < 0) and abs(float(y @ weight)) <= 1e-10 * float(weight.sum())
-    path = _HingePath(x, y, weight) if balanced else None
+    path = _HingePath(x, y, weight) if _path_pays(x, y, weight) else None
     rest = []
     for j in np.argsort(cs, kind="stable"):
         found = _all_at_bound(x, y, cs[j] * weight)
         if found is None and path is not None:
             found = path.solve(float(cs[j]))
+            path = path if found is not None else None  # a path that failed once is not retried
         if found is None:
             rest.append(j)
         else:
