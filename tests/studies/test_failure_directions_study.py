@@ -173,3 +173,18 @@ def test_a_caption_names_a_minority_value_by_whole_words():
     assert not names_a_minority_value(data, 0, "a red digit")  # red is class 0's majority colour
     assert not names_a_minority_value(data, 0, "a greenish digit")
     assert names_a_minority_value(data, 1, "a red five")
+
+
+def test_the_quick_default_erm_model_fits_its_training_set(data_dir):
+    """The quick default's test numbers are of a model that fits: its worst training group reaches fit_accuracy."""
+    from spurlab.studies.failure_directions.directions_study import build_splits, training_accuracy
+    from spurlab.studies.study_base import get_study
+    from spurlab.train.engines import upweighting as iv
+    from spurlab.train.trainer import TrainConfig
+
+    cfg = get_study("failure-directions").default_config(quick=True)
+    train = build_splits(cfg, 0.95, 0)[0]
+    config = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], seed=0, device="cpu")
+    retrainer = iv.Retrainer(cfg["model"], config, model_options={"hidden": tuple(cfg["hidden"])})
+    fit = training_accuracy(retrainer.train(train.x, train.y, train.n_classes), [train], "cpu", cfg["fit_accuracy"])
+    assert fit["fitted"] == 1.0, fit

@@ -39,7 +39,7 @@ from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.data.lazy_images import concat_rows, take_rows
 from spurlab import metrics
 from spurlab.errors import SpurlabError
-from spurlab.params import Interval, NumberList, OptionList, positive_int, probability
+from spurlab.params import Interval, NumberList, OptionList, Text, optional, positive_int, probability
 from spurlab.models.embedders import (EfficientNetLite0Embedder, HFClipEncoder, PenultimateEmbedder,
                                       check_clip_checkpoint)
 from spurlab.probes.captions import AttributeCaptioner, CaptionScorer
@@ -84,7 +84,7 @@ class FailureDirectionsStudy(Study):
             "pool_fraction": 0.3,
             "model": "mlp",
             "hidden": [128] if quick else [256, 128],
-            # quick: 20 epochs at 3e-3 fit every training example (worst training group 1.0); 8 at 1e-3 did not
+            # quick: 20 epochs at 3e-3 fit every model (worst training group >= 0.99); 8 at 1e-3 fit none
             "epochs": 20,
             "lr": 3e-3 if quick else 1e-3,
             "batch_size": 128,
@@ -112,6 +112,7 @@ class FailureDirectionsStudy(Study):
         "fit_accuracy": Interval(float, 0, 1),
         "lr": Interval(float, 0, None, closed="neither"),
         "hidden": NumberList(positive_int(), min_len=0),
+        "clip_checkpoint": optional(Text()),  # the folder itself is checked in validate
     }
 
     def validate(self, config: dict[str, Any]) -> None:
@@ -120,7 +121,10 @@ class FailureDirectionsStudy(Study):
             raise SpurlabError("the clip embedder needs a local checkpoint",
                                hint="--set clip_checkpoint=/path/to/clip (a Hugging Face CLIP folder)")
         if config.get("clip_checkpoint"):  # refused before any training, not after the first model
-            check_clip_checkpoint(config["clip_checkpoint"])
+            try:
+                check_clip_checkpoint(config["clip_checkpoint"])
+            except SpurlabError as exc:  # the message names the parameter the folder came from
+                raise SpurlabError(f"study {self.name!r}: parameter 'clip_checkpoint': {exc}") from None
         _check_subset("intervention_embedders", config["intervention_embedders"], config["embedders"])
         get_entry(config["dataset"])
 
