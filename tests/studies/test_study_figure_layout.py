@@ -275,6 +275,15 @@ def test_sweep_figures_with_many_panels_wrap_instead_of_widening_the_page():
     assert layout_problems(fig) == []
 
 
+def test_image_grid_titles_do_not_overlap():
+    from spurlab.report.direction_plots import plot_image_grid
+
+    images = np.random.default_rng(0).random((16, 8, 8, 3))
+    titles = [f"#{i} decision -0.{i:02d}\ny=1 a=0 wrong" for i in range(16)]
+    fig = plot_image_grid(images, titles, "top-ranked failure examples")
+    assert layout_problems(fig) == []
+
+
 # ------------------------------------------------------------------ the measurements themselves can fail
 def test_the_checks_catch_what_they_look_for():
     fig, ax = plt.subplots(figsize=(20, 3))
@@ -285,6 +294,15 @@ def test_the_checks_catch_what_they_look_for():
     ax.legend(loc="center", fontsize=5)
     problems = " | ".join(layout_problems(fig))
     for expected in ("integer x data", "repeats entries", "font below", "covers data", "coincide", "px wide"):
+        assert expected in problems, (expected, problems)
+
+    fig, axes = plt.subplots(1, 2, figsize=(4, 2))
+    for ax in axes:
+        ax.set_title("a title far too long for a panel this narrow")
+    axes[1].plot([0.5, 1.5], [0.5, 1.5], label="x")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.5, 1.0))
+    problems = " | ".join(layout_problems(fig))
+    for expected in ("titles overlap", "legend outside the figure"):
         assert expected in problems, (expected, problems)
 
 
