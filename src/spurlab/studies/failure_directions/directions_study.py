@@ -113,6 +113,7 @@ class FailureDirectionsStudy(Study):
         "lr": Interval(float, 0, None, closed="neither"),
         "hidden": NumberList(positive_int(), min_len=0),
         "clip_checkpoint": optional(Text()),  # the folder itself is checked in validate
+        "dataset": Text(),  # a registered name, checked in validate
     }
 
     def validate(self, config: dict[str, Any]) -> None:
