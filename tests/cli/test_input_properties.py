@@ -74,7 +74,8 @@ def test_dataset_parameters_from_set_are_checked_by_name(dataset, data):
         assert repr(key) in str(exc) or f"--set {key}" in str(exc) or "would need about" in str(exc), str(exc)
 
 
-DECLARED_STUDIES = ("ood-failure-modes", "failure-directions", "spurious-memorization", "feature-contamination")
+DECLARED_STUDIES = ("ood-failure-modes", "failure-directions", "spurious-memorization", "feature-contamination",
+                    "critical-neurons")
 
 
 @FAST
