@@ -191,10 +191,14 @@ def test_critical_neurons_figures_keep_the_layout_rules():
     result = StudyResult()
     names = ["g0", "g1", "g2", "g3"]
     result.add_figure("delta_vs_k", neurons_figures.delta_vs_k(evidence, minority, modes, [0.1]))
+    plain = pd.DataFrame(evidence)  # without attrs, which concat cannot compare
+    plain.attrs = {}
+    spread = pd.concat([plain.assign(sigma=sigma) for sigma in (0.01, 0.1, 1.0)])
+    result.add_figure("delta_vs_sigma", neurons_figures.delta_vs_sigma(spread, minority))
     result.add_figure("top_units", neurons_figures.top_units([UnitSet("weight_norm", units)]))
     result.add_figure("framework_curves", neurons_figures.framework_curves(curves, names))
     result.add_figure("group_gap", neurons_figures.group_gap(evidence, names))
-    check_figures(result, {"delta_vs_k", "framework_curves"})
+    check_figures(result, {"delta_vs_k", "delta_vs_sigma", "top_units", "framework_curves", "group_gap"})
 
 
 def test_failure_directions_figures_keep_the_layout_rules():
