@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy import linalg
 from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 
 from spurlab.errors import SpurlabError
 
@@ -492,7 +493,8 @@ def _path_pays(x, y, weight) -> bool:
     return bool(np.any(y > 0) and np.any(y < 0) and balanced and n <= min(PATH_MAX_RATIO * (d + 1), PATH_MAX_EXAMPLES))
 
 
-def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-10) -> SvmSolution:
+def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-10,
+                n_threads: int | None = None) -> SvmSolution:
     """Solve the weighted hinge-loss SVM (scikit-learn's ``SVC(kernel="linear")``) for every value in ``c``.
 
     ``F(w, b) = 1/2 ||w||^2 + sum_i C s_i max(0, 1 - y_i (x_i . w + b))`` with an unregularized bias, exactly
@@ -503,7 +505,14 @@ def solve_hinge(x, y, sample_weight, c, *, max_iter: int = 100, tol: float = 1e-
     ``class_weight="balanced"`` does, at most ``PATH_MAX_RATIO`` examples per dimension); the others, and
     whatever the path does not reach, by a batched primal-dual interior-point method solved to ``tol``
     (``max_iter`` steps at most), in the span of the examples when they are fewer than the dimensions.
+    ``n_threads``: BLAS threads (default: torch's setting, which ``FailureDirections(n_threads=...)`` sets);
+    the path's many small products stall badly with two threads on a busy machine.
     """
+    with threadpool_limits(limits=int(n_threads or torch.get_num_threads()), user_api="blas"):
+        return _solve_hinge(x, y, sample_weight, c, max_iter, tol)
+
+
+def _solve_hinge(x, y, sample_weight, c, max_iter: int, tol: float) -> SvmSolution:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     weight = np.asarray(sample_weight, dtype=np.float64)
