@@ -180,3 +180,32 @@ def test_a_frozen_backbone_is_evaluated_on_cached_features(tmp_path, monkeypatch
     assert CountingNet.rows_seen - before == len(test) and CACHE_STATS.hits == hits + 2
     direct = predict(method.model_, test.x, device="cpu")
     assert first["accuracy"] == pytest.approx(float(np.mean(direct == test.y)))
+
+
+def test_failure_directions_on_a_frozen_backbone_read_the_cached_features_as_they_are(tmp_path, monkeypatch,
+                                                                                      one_thread):
+    """The backbone runs once over train and val; the base and upweighted heads, the directions and the
+    weights all work on those features (no second pass, no copy through the head's features)."""
+    monkeypatch.setenv("SPURLAB_CACHE", str(tmp_path / "features"))
+    rng = np.random.default_rng(10)
+    y = rng.integers(0, 2, 400)
+    x = (y[:, None] + rng.normal(0, 0.8, (400, 4))).astype(np.float32)
+    splits = DatasetSplits.from_arrays(x, y, attributes=np.where(rng.random(400) < 0.9, y, 1 - y), seed=0)
+    before = CountingNet.rows_seen
+    method = get_method("failure_directions", model=ModelSpec(counting_factory, freeze="backbone"), epochs=2,
+                        seed=0, device="cpu", base_epochs=2).fit(splits)
+    assert CountingNet.rows_seen - before == len(splits["train"]) + len(splits["val"])
+    assert method.weights_.shape == (len(splits["train"]),) and np.isclose(method.weights_.mean(), 1.0)
+
+
+def test_pruned_contrastive_fine_tunes_on_lazy_images_read_per_batch(one_thread):
+    from spurlab.train.engines.pruned_copy_contrastive import train_pruned_contrastive
+
+    x = images(300, max_rows=64, seed=11)
+    ds = dataset(x, 11, "train")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU(), nn.Linear(16, 2))
+    history = train_pruned_contrastive(model, ds, epochs=2, batch_size=32, divergence_examples=64, device="cpu",
+                                       on_vacuous_mask="ignore")
+    assert len(history) == 2 and np.isfinite(history[-1]["loss"])
+    assert max(x.reads) <= 64 and x.reads.count(32) >= 2 * 9  # minibatches of 32, never the whole split

@@ -277,9 +277,11 @@ class Audit:
                                                          findings.predictions, self.seed, findings.device)
 
     def _units(self, findings: AuditFindings) -> None:
+        self.embedded_ = None  # every split's features (N x D floats) are read; free them for the later steps
         findings.units = explain.explain_units(self.model_, findings.splits, self.seed)
 
     def _fixes(self, findings: AuditFindings) -> None:
+        self.embedded_ = None
         spec = self.model_spec_
         model = spec if spec.kind != "name" or spec.frozen or spec.options or spec.feature_layer else \
             resolve_model_name(spec, findings.splits["train"].input_shape)

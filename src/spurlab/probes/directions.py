@@ -24,6 +24,7 @@ from spurlab.utils import atomic_path, check_finite, check_labels, check_same_le
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-6, 0, 7))
 FORMAT_VERSION = 1
 LOSSES = ("hinge", "squared_hinge")
+ROW_CHUNK = 16384  # rows standardized and scored at a time (bounded temporaries on a large split)
 FOLD_RULES = ("ordered", "shuffled")
 
 
@@ -221,8 +222,14 @@ class FailureDirections:
         d = emb.shape[1]
         if not self.standardize:
             return np.zeros(d, np.float32), np.ones(d, np.float32)
-        scale = emb.std(axis=0)
-        return emb.mean(axis=0).astype(np.float32), np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
+        if len(emb) > ROW_CHUNK:  # a large training split: two passes over row chunks, no full-size temporary
+            mean = sum(emb[s:s + ROW_CHUNK].sum(axis=0, dtype=np.float64) for s in range(0, len(emb), ROW_CHUNK))
+            mean = mean / len(emb)
+            squares = sum(np.square(emb[s:s + ROW_CHUNK] - mean).sum(axis=0) for s in range(0, len(emb), ROW_CHUNK))
+            mean, scale = mean.astype(np.float32), np.sqrt(squares / len(emb)).astype(np.float32)
+        else:
+            mean, scale = emb.mean(axis=0).astype(np.float32), emb.std(axis=0)
+        return mean, np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
 
     def transform(self, embeddings) -> np.ndarray:
         """The pre-processed embeddings the SVMs see (standardized, then L2-normalized)."""
@@ -317,13 +324,16 @@ class FailureDirections:
         (skipped, or not seen in ``fit``).
         """
         self._check_fitted()
-        z = self.transform(embeddings)
+        emb = self._check_embeddings("embeddings", embeddings)
         labels = check_labels("labels", labels)
-        check_same_length(embeddings=z, labels=labels)
+        check_same_length(embeddings=emb, labels=labels)
         idx = self._class_index(labels)
         out = np.full(len(labels), np.nan)
-        known = idx >= 0
-        out[known] = np.einsum("nd,nd->n", z[known], self.coef_[idx[known]]) + self.intercept_[idx[known]]
+        for start in range(0, len(labels), ROW_CHUNK):  # chunks of rows: no (N, D) temporaries for a large split
+            rows = slice(start, start + ROW_CHUNK)
+            z, k = self.transform(emb[rows]), idx[rows]
+            known = k >= 0
+            out[rows][known] = np.einsum("nd,nd->n", z[known], self.coef_[k[known]]) + self.intercept_[k[known]]
         return out
 
     def signed_distance(self, embeddings, labels) -> np.ndarray:

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spurlab.data.grouped import GroupedDataset
-from spurlab.data.lazy_images import take_rows
+from spurlab.data.lazy_images import is_lazy, take_rows
 from spurlab.errors import SpurlabError, UnknownNameError
 from spurlab.models.layers import model_device, prunable_layers
 from spurlab.models.units import GRANULARITIES, CriticalUnits
@@ -44,7 +44,7 @@ def as_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     if isinstance(data, GroupedDataset):
         return data.x, data.y, data.g if data.has_groups else None
     if isinstance(data, (tuple, list)) and len(data) in (2, 3):
-        x, y = np.asarray(data[0]), check_labels("y", data[1])
+        x, y = data[0] if is_lazy(data[0]) else np.asarray(data[0]), check_labels("y", data[1])  # lazy: per batch
         g = check_labels("groups", data[2]) if len(data) == 3 and data[2] is not None else None
         check_same_length(x=x, y=y, groups=g)
         return x, y, g

@@ -145,11 +145,12 @@ def split_features(model: nn.Module, ds: GroupedDataset, *, token: Mapping[str, 
     CACHE_STATS.misses += 1
     features = penultimate_features(model, ds.x, batch_size=batch_size, device=resolve_device(device),
                                     feature_layer=token.get("feature_layer"))
+    features = features.astype(np.float32, copy=False)  # N x D: one copy only, however large the split
     if path is not None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez(handle, features=features.astype(np.float32))
-    return SplitFeatures(features.astype(np.float32), False, key, path)
+                np.savez(handle, features=features)
+    return SplitFeatures(features, False, key, path)
 
 
 def embed_splits(model: nn.Module, splits: Mapping[str, GroupedDataset], *, token: Mapping[str, Any] | None = None,

@@ -41,8 +41,10 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError
 from spurlab.models.layers import prunable_layers
+from spurlab.models.penultimate import float_batch
 from spurlab.probes.neurons import as_arrays, find_critical_units, worst_predicted
 from spurlab.utils import progress, resolve_device
 
@@ -320,7 +322,9 @@ def train_pruned_contrastive(model: nn.Module, train_ds: Any, config: PrunedCont
     probe = np.random.default_rng(cfg.seed).permutation(len(y))[:int(cfg.divergence_examples)]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience)
-    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+    # in-memory inputs as one tensor; lazy images stay lazy and are read one batch at a time
+    xt = x if is_lazy(x) else torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.long)
     history, warned = [], False
     for epoch in progress(range(1, cfg.epochs + 1), "pruned-contrastive", total=cfg.epochs):
         masks = {k: v.to(device) for k, v in compute_masks(model, (x, y), cfg, epoch).items()}
@@ -334,7 +338,8 @@ def train_pruned_contrastive(model: nn.Module, train_ds: Any, config: PrunedCont
             idx = order[start:start + cfg.batch_size]
             if len(idx) < 2:  # NT-Xent needs at least one negative
                 continue
-            loss, parts = pruned_contrastive_loss(model, masks, xt[idx].to(device), yt[idx].to(device), cfg)
+            xb = float_batch(xt[idx.numpy()], device) if is_lazy(xt) else xt[idx].to(device)
+            loss, parts = pruned_contrastive_loss(model, masks, xb, yt[idx].to(device), cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -108,8 +108,9 @@ class FailureDirectionUpweight(Method):
     def _embed(self, model, x: np.ndarray) -> np.ndarray:
         if self.hparams_["embedding"] == "input":
             return flattened_inputs(x)
-        layer = None if self.model_spec_.frozen else self.model_spec_.feature_layer  # frozen: x are features
-        return penultimate_features(model, x, device=self.device_, feature_layer=layer)
+        if self.model_spec_.frozen:  # x are the backbone's cached features, which the linear head reads as they are
+            return np.asarray(x, dtype=np.float32)
+        return penultimate_features(model, x, device=self.device_, feature_layer=self.model_spec_.feature_layer)
 
     @staticmethod
     def _upweighted(y: np.ndarray, weights: np.ndarray) -> np.ndarray:
