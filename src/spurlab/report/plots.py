@@ -92,15 +92,18 @@ def panel_grid(n: int, rows: int, width: float, height: float, **subplots):
 
 def integer_axis(ax, axis: str = "x") -> None:
     """Integer tick locations and labels on an axis that counts (epochs, n, steps, units); call it after
-    plotting and after the scale is set. On a log scale: 1-2-5 steps within two decades, else powers of ten,
-    labelled as whole numbers, and no minor-tick labels to overlap them."""
+    plotting and after the scale is set. On a log scale: a few integer steps within one decade, 1-2-5 steps
+    within two, else powers of ten, labelled as whole numbers, and no minor-tick labels to overlap them."""
     target = ax.xaxis if axis == "x" else ax.yaxis
     if target.get_scale() != "log":
         target.set_major_locator(MaxNLocator(integer=True))
         return
     low, high = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
     decades = np.log10(high / max(low, 1e-12))
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+    if decades <= 1:  # 1-2-5 steps might leave no tick inside a narrow range (e.g. 300..400)
+        target.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    else:
+        target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
     target.set_major_formatter(FuncFormatter(_count_label))
     target.set_minor_formatter(NullFormatter())
 
