@@ -63,3 +63,12 @@ def test_threads_follow_the_free_cores(monkeypatch):
     assert _guard.free_cores() == 1
     monkeypatch.setattr(_guard.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert _guard.free_cores() == 8
+
+
+def test_a_slow_loop_prints_at_least_every_max_gap(lines_mode, capsys, monkeypatch):
+    """A long pass (an embedding over 600+ batches) shows it is alive between its tenths."""
+    monkeypatch.setattr(utils, "LINE_EVERY_S", 3600.0)
+    monkeypatch.setattr(utils, "LINE_MAX_GAP_S", 0.0)
+    list(utils.progress(range(25), "slow", total=25))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("] ")[1] for line in lines] == [f"slow {k}/25" for k in range(1, 26)]
