@@ -332,6 +332,8 @@ def _on_the_margin(x, y, c, free, upper, cache: _FreeGram):
     With ``beta_i = y_i a_i`` and ``q = sum_upper y_i c_i``, the free rows read ``K beta + b 1 = y - X v`` and
     the equality ``1 . beta = -q``; in the bias-augmented Gram ``K + 1 1^T`` the bias becomes ``b + q``."""
     idx = np.flatnonzero(free)
+    if not idx.size:
+        return None
     v = x.T @ np.where(upper, y * c, 0.0)
     q = y[upper] @ c[upper]
     try:
@@ -365,7 +367,7 @@ def _active_set(x, y, c, free, upper, cache: _FreeGram, max_iter: int):
     seen = set()
     for _ in range(max_iter):
         key = free.tobytes() + upper.tobytes()
-        if key in seen or not free.any():
+        if key in seen:
             return None
         seen.add(key)
         solved = _on_the_margin(x, y, c, free, upper, cache)
