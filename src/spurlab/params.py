@@ -150,16 +150,18 @@ def _list_of(min_len: int) -> str:
 
 
 class NumberList(Constraint):
-    """A non-empty list of numbers, each in ``item`` (a list, a tuple or comma-separated text)."""
+    """A non-empty list of numbers, each in ``item`` (a list, a tuple or comma-separated text); ``scalar``: a
+    single number stands for a list of one (off where a number means something else, e.g. ``seeds = N``)."""
 
-    def __init__(self, item: Interval | None = None, min_len: int = 1):
+    def __init__(self, item: Interval | None = None, min_len: int = 1, scalar: bool = True):
         self.item = item or Interval(float)
         self.min_len = min_len
+        self.scalar = scalar
 
     def convert(self, value: Any) -> list:
         if isinstance(value, str):
             value = [t for t in value.strip().strip("[]").split(",") if t.strip()]
-        elif isinstance(value, (numbers.Real, )) and not isinstance(value, bool):
+        elif self.scalar and isinstance(value, numbers.Real) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
             raise ValueError("not a list")

@@ -76,6 +76,10 @@ def make_inputs(root: Path) -> None:
         "method_batch.toml": 'target = "method:erm"\n[grid]\nbatch_size = [0, 32]\n',
         "no_target.toml": "seeds = 2\n",
         "bad_target.toml": 'target = "nonsense"\n',
+        "seeds_zero.toml": CFG_HEAD + "seeds = 0\n",
+        "seeds_halves.toml": CFG_HEAD + "seeds = [0, 1.5]\n",
+        "quick_text.toml": CFG_HEAD + 'quick = "maybe"\n',
+        "resources_negative.toml": CFG_HEAD + "[resources]\nnum_cpus = -1\n",
     }
     for name, text in configs.items():
         (root / name).write_text(text)
@@ -194,6 +198,10 @@ SWEEP_CASES = [
     (["sweep", "{tmp}/method_batch.toml", "--dry-run"], ["batch_size"]),
     (["sweep", "{tmp}/no_target.toml", "--dry-run"], ["target"]),
     (["sweep", "{tmp}/bad_target.toml", "--dry-run"], ["nonsense"]),
+    (["sweep", "{tmp}/seeds_zero.toml", "--dry-run"], ["seeds_zero.toml", "'seeds'"]),
+    (["sweep", "{tmp}/seeds_halves.toml", "--dry-run"], ["'seeds'", "1.5"]),
+    (["sweep", "{tmp}/quick_text.toml", "--dry-run"], ["'quick'", "true or false"]),
+    (["sweep", "{tmp}/resources_negative.toml", "--dry-run"], ["[resources]", "'num_cpus'"]),
     (["sweep", "{tmp}/study_param.toml", "--out", "{tmp}/afile"], ["--out", "afile"]),
     (["sweep", "status", "{tmp}"], ["plan.json"]),
     (["sweep", "params", "nonsense"], ["nonsense"]),
@@ -304,6 +312,35 @@ def _edits(**kw):
     return evaluate_interventions(torch.nn.Linear(2, 2), [], **args)
 
 
+def _units(**kw):
+    import torch
+
+    from spurlab.probes.neurons import find_critical_units
+
+    x, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+    return find_critical_units(torch.nn.Sequential(torch.nn.Linear(3, 2)), (x, y, y), **kw)
+
+
+def _ranked(**kw):
+    from spurlab.models.units import CriticalUnits
+
+    return CriticalUnits(layers=["0"], indices=[0], scores=[1.0], **kw)
+
+
+def _engine(module, name, *args, **kw):
+    from importlib import import_module
+
+    return getattr(import_module(f"spurlab.train.{module}"), name)(*args, **kw)
+
+
+def _fit_after(**settings):
+    """A method built right, then given bad settings (scikit-learn manners): refused at fit, before training."""
+    method = _get_method("erm")
+    for name, value in settings.items():
+        setattr(method, name, value)
+    return method.fit({"train": None})
+
+
 def _grouped(y=(0, 1, 0, 1), **kw):
     from spurlab.data.grouped import GroupedDataset
 
@@ -357,6 +394,34 @@ API_CASES = [
     (lambda root: _edits(y=[], groups=[], x=np.zeros((0, 2))), ["'y'", "no examples"]),
     (lambda root: _grouped(a=[0, 2, 0, 2], attr_names=("x", "y")), ["a has value 2", "attribute values"]),
     (lambda root: _grouped(y=[0, 1, 5, 1], class_names=("u", "v")), ["y has value 5", "classes"]),
+    (lambda root: _units(method="weight_norm", k=0), ["CriticalUnitSelector", "'k'"]),
+    (lambda root: _units(method="group_gradient", k=1, n_worst=0), ["'n_worst'"]),
+    (lambda root: _units(method="magnitude", fraction=1.5), ["'fraction'"]),
+    (lambda root: _units(method="weight_norm", granularity="neuron"), ["'granularity'", "'channel'"]),
+    (lambda root: _units(method="weight_norm", largest="maybe"), ["'largest'"]),
+    (lambda root: _ranked().top(0), ["'k'"]),
+    (lambda root: _ranked(granularity="neuron"), ["CriticalUnits", "'granularity'"]),
+    (lambda root: _engine("engines.upweighting", "upweight_flagged", [1.0, -1.0], upweight=0.5), ["'upweight'"]),
+    (lambda root: _engine("engines.upweighting", "upweight_flagged", [1.0, -1.0], scheme="heavy"), ["'scheme'"]),
+    (lambda root: _engine("engines.upweighting", "confidence_weights", [0.5], [0], 1, upweight="x"), ["'upweight'"]),
+    (lambda root: _engine("engines.upweighting", "select_from_pool", "best", [0, 1], 1), ["'strategy'"]),
+    (lambda root: _engine("engines.upweighting", "select_from_pool", "random", [0, 1], -1), ["'k'"]),
+    (lambda root: _engine("engines.fit_to_data", "FitConfig", lr=0), ["FitConfig", "'lr'"]),
+    (lambda root: _engine("engines.fit_to_data", "FitConfig", momentum=1.0), ["'momentum'"]),
+    (lambda root: _engine("engines.fit_to_data", "FitConfig", optimizer="lbfgs"), ["'optimizer'", "'sgd'"]),
+    (lambda root: _engine("engines.fit_to_data", "FitConfig", check_every=-1), ["'check_every'"]),
+    (lambda root: _engine("engines.fit_to_data", "FitConfig", min_steps=10, max_steps=5), ["'min_steps'"]),
+    (lambda root: _engine("methods.compare", "hparam_grid", "erm", 0), ["hparam_grid", "'n_trials'"]),
+    (lambda root: _engine("methods.compare", "tune_method", "erm", None, n_trials="x"), ["'n_trials'"]),
+    (lambda root: _engine("methods.compare", "compare_methods", None, ["erm"], seeds=[]), ["'seeds'"]),
+    (lambda root: _engine("methods.compare", "compare_methods", None, ["erm", "magic"]), ["'methods'", "magic"]),
+    (lambda root: _fit_after(epochs=0), ["method 'erm'", "'epochs'"]),
+    (lambda root: _fit_after(seed=-1), ["'seed'"]),
+    (lambda root: _plan(seeds=0), ["<dict>", "'seeds'"]),
+    (lambda root: _plan(seeds=[0, True]), ["'seeds'"]),
+    (lambda root: _plan(quick="maybe"), ["'quick'"]),
+    (lambda root: _plan(sampler_seed=-1), ["'sampler_seed'"]),
+    (lambda root: _plan(resources={"num_gpus": "one"}), ["'num_gpus'"]),
 ]
 
 

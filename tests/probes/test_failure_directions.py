@@ -199,7 +199,7 @@ def test_upweighting_schemes():
     soft = iv.upweight_flagged(dv, labels, "soft", upweight=3.0)
     assert soft[0] > soft[1] > soft[2] == soft[3] == soft[4] and np.isclose(soft.mean(), 1.0)
     assert np.isclose(soft[flagged].mean() / soft[~flagged].mean(), 3.0)
-    with pytest.raises(SpurlabError, match="unknown upweighting scheme"):
+    with pytest.raises(SpurlabError, match="parameter .scheme. must be one of"):
         iv.upweight_flagged(dv, labels, "heavy")
     conf = iv.confidence_weights(np.array([0.9, 0.1, 0.5, 0.8, 0.2, 0.7, 0.6, 0.95]), labels, {0: 1, 1: 2})
     assert np.allclose(conf[[1, 4, 6]] / conf[0], 2.0) and np.allclose(conf[[0, 2, 3, 5, 7]], conf[0])

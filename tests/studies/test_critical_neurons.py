@@ -105,7 +105,7 @@ def test_group_gradient_matches_a_manual_gradient_and_leaves_grads_alone():
     ({"method": "nope"}, "unknown selector"),
     ({"method": "weight_norm", "k": 2, "fraction": 0.1}, "not both"),
     ({"method": "magnitude", "granularity": "channel"}, "single weights"),
-    ({"method": "weight_norm", "k": 0}, "at least 1"),
+    ({"method": "weight_norm", "k": 0}, "parameter .k. must be an integer >= 1"),
     ({"method": "group_gradient", "k": 2}, "needs examples"),
     ({"method": "weight_norm", "layers": ["nope"]}, "no selectable layer"),
 ])

@@ -268,7 +268,7 @@ def test_tune_method_keeps_the_best_trial():
 
 def test_compare_methods_validates_before_training():
     splits = vector_splits(with_groups=False)
-    with pytest.raises(SpurlabError, match="no methods"):
+    with pytest.raises(SpurlabError, match="parameter .methods. must be a list of at least 1"):
         compare_methods(splits, [])
     with pytest.raises(SpurlabError, match="cannot score split 'ood'"):
         compare_methods(splits, ["erm"], score_splits=("ood",))

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spurlab.errors import SpurlabError
+from spurlab.params import Options, check_param, positive_int
 from spurlab.utils import check_same_length
 
 GRANULARITIES = ("channel", "weight")
@@ -35,8 +35,7 @@ class CriticalUnits:
         self.indices = np.asarray(self.indices, dtype=np.int64)
         self.scores = np.asarray(self.scores, dtype=np.float64)
         check_same_length(layers=self.layers, indices=self.indices, scores=self.scores)
-        if self.granularity not in GRANULARITIES:
-            raise SpurlabError(f"unknown granularity {self.granularity!r}", hint="use channel or weight")
+        self.granularity = check_param("CriticalUnits", "granularity", Options(*GRANULARITIES), self.granularity)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -47,8 +46,7 @@ class CriticalUnits:
 
     def top(self, k: int) -> CriticalUnits:
         """The ``k`` most critical units."""
-        if k < 1:
-            raise SpurlabError(f"k must be at least 1, got {k}")
+        k = check_param("CriticalUnits.top", "k", positive_int(), k)
         return replace(self, layers=self.layers[:k], indices=self.indices[:k], scores=self.scores[:k])
 
     def by_layer(self) -> dict[str, np.ndarray]:

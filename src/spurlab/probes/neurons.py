@@ -32,6 +32,7 @@ from spurlab.data.lazy_images import is_lazy, take_rows
 from spurlab.errors import SpurlabError, UnknownNameError
 from spurlab.models.layers import model_device, prunable_layers
 from spurlab.models.units import GRANULARITIES, CriticalUnits
+from spurlab.params import Boolean, Interval, Options, check_params, optional, positive_int
 from spurlab.utils import check_labels, check_same_length
 
 METHODS = ("weight_norm", "group_gradient", "magnitude")
@@ -94,30 +95,30 @@ class CriticalUnitSelector:
         self.batch_size = batch_size
 
     # ------------------------------------------------------------ validation
+    _parameter_constraints = {
+        "granularity": optional(Options(*GRANULARITIES)), "k": optional(positive_int()),
+        "fraction": optional(Interval(float, 0, 1, closed="right")), "group": optional(Interval(int, 0, None)),
+        "largest": optional(Boolean()), "n_worst": positive_int(), "include_output": optional(Boolean()),
+        "batch_size": positive_int(),
+    }
+
     def _resolved(self) -> dict[str, Any]:
+        """The declared constraints (spurlab.params), then the rules that span several settings; before any work."""
         if self.method not in METHODS:
             raise UnknownNameError("selector", self.method, list(METHODS))
-        granularity = self.granularity or DEFAULT_GRANULARITY[self.method]
-        if granularity not in GRANULARITIES:
-            raise SpurlabError(f"unknown granularity {granularity!r}", hint="use channel or weight")
+        opts = check_params("CriticalUnitSelector", self._parameter_constraints,
+                            {name: getattr(self, name) for name in self._parameter_constraints})
+        granularity = opts["granularity"] or DEFAULT_GRANULARITY[self.method]
         if self.method == "magnitude" and granularity != "weight":
             raise SpurlabError("the magnitude selector ranks single weights",
                                hint="use method='weight_norm' to rank whole channels by their norm")
-        if self.k is not None and self.fraction is not None:
+        if opts["k"] is not None and opts["fraction"] is not None:
             raise SpurlabError("give k or fraction, not both")
-        k, fraction = self.k, self.fraction
-        if k is None and fraction is None:
-            k, fraction = (None, 0.05) if self.method == "magnitude" else (10, None)
-        if k is not None and int(k) < 1:
-            raise SpurlabError(f"k must be at least 1, got {k}")
-        if fraction is not None and not 0.0 < float(fraction) <= 1.0:
-            raise SpurlabError(f"fraction must lie in (0, 1], got {fraction}")
-        if self.method == "group_gradient" and int(self.n_worst) < 1:
-            raise SpurlabError(f"n_worst must be at least 1, got {self.n_worst}")
-        largest = self.largest if self.largest is not None else self.method != "magnitude"
-        include_output = self.include_output if self.include_output is not None else granularity == "weight"
-        return {"granularity": granularity, "k": k, "fraction": fraction, "largest": bool(largest),
-                "include_output": bool(include_output)}
+        if opts["k"] is None and opts["fraction"] is None:
+            opts["k"], opts["fraction"] = (None, 0.05) if self.method == "magnitude" else (10, None)
+        largest = opts["largest"] if opts["largest"] is not None else self.method != "magnitude"
+        include_output = opts["include_output"] if opts["include_output"] is not None else granularity == "weight"
+        return {**opts, "granularity": granularity, "largest": largest, "include_output": include_output}
 
     # ------------------------------------------------------------ fitting
     def fit(self, model: nn.Module, data: Any = None) -> CriticalUnitSelector:
@@ -127,14 +128,15 @@ class CriticalUnitSelector:
             if data is None:
                 raise SpurlabError("group_gradient needs examples to compute the loss on",
                                    hint="pass the training split (a GroupedDataset or (x, y, groups))")
-            tensors = group_loss_gradients(model, layers, data, self.group, self.n_worst, self.batch_size)
+            tensors = group_loss_gradients(model, layers, data, opts["group"], opts["n_worst"],
+                                           opts["batch_size"])
         else:
             tensors = {name: m.weight.detach() for name, m in layers.items()}
         self.scores_ = {name: unit_scores(t, opts["granularity"]).cpu() for name, t in tensors.items()}
         self.n_candidates_ = int(sum(s.numel() for s in self.scores_.values()))
         n_keep = opts["k"] if opts["k"] is not None else math.ceil(opts["fraction"] * self.n_candidates_)
         self.units_ = rank_globally(self.scores_, min(int(n_keep), self.n_candidates_), opts["largest"],
-                                    opts["granularity"], self.method, self.group)
+                                    opts["granularity"], self.method, opts["group"])
         return self
 
 

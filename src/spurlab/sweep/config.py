@@ -38,15 +38,19 @@ from typing import Any
 import numpy as np
 
 from spurlab.errors import SpurlabError
-from spurlab.params import check_count
+from spurlab.params import AnyOf, Boolean, Interval, NumberList, check_count, check_params, positive_int
 from spurlab.sweep.targets import Target, parse_target
 from spurlab.utils import to_jsonable
 
 TOP_LEVEL_KEYS = {"name", "description", "target", "quick", "seeds", "device", "samples", "sampler_seed",
                   "fixed", "grid", "random", "resources"}
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
-RESOURCE_KEYS = {"num_cpus", "num_gpus"}
 MAX_RUNS = 100_000  # runs one sweep may plan: checked on the counts, before any setting is enumerated
+# What the top-level settings and [resources] accept (spurlab.params), checked by name before any run is planned.
+# ``seeds = N`` means seeds 0..N-1; a list gives the seeds themselves.
+CONFIG_CONSTRAINTS = {"quick": Boolean(), "samples": Interval(int, 0, None), "sampler_seed": Interval(int, 0, None),
+                       "seeds": AnyOf(positive_int(), NumberList(Interval(int, 0, None), scalar=False))}
+RESOURCE_CONSTRAINTS = {"num_cpus": Interval(float, 0, None), "num_gpus": Interval(float, 0, None)}
 
 
 @dataclass(frozen=True)
@@ -129,14 +133,16 @@ def config_from_dict(data: dict[str, Any], origin: str = "<dict>") -> SweepConfi
     if "target" not in data:
         raise SpurlabError(f"{origin}: no `target`",
                            hint='set target = "study:NAME", "method:NAME" or "python:module:function"')
+    settings = check_params(f"sweep config {origin}", CONFIG_CONSTRAINTS,
+                            {"quick": True, "seeds": [0], "samples": 0, "sampler_seed": 0,
+                             **{key: data[key] for key in CONFIG_CONSTRAINTS if key in data}})
     cfg = SweepConfig(
         target=str(data["target"]), name=str(data.get("name", Path(origin).stem if origin != "<dict>" else "sweep")),
-        description=str(data.get("description", "")), quick=_as_bool(data.get("quick", True), "quick"),
-        seeds=_parse_seeds(data.get("seeds", [0])), device=str(data.get("device", "auto")),
-        fixed=_table(data, "fixed"), grid=_parse_grid(_table(data, "grid")),
-        random=_parse_random(_table(data, "random")), samples=_non_negative_int(data.get("samples", 0), "samples"),
-        sampler_seed=_non_negative_int(data.get("sampler_seed", 0), "sampler_seed"),
-        resources=_parse_resources(_table(data, "resources")), source=origin)
+        description=str(data.get("description", "")), quick=settings["quick"], seeds=_seed_list(settings["seeds"]),
+        device=str(data.get("device", "auto")), fixed=_table(data, "fixed"), grid=_parse_grid(_table(data, "grid")),
+        random=_parse_random(_table(data, "random")), samples=settings["samples"],
+        sampler_seed=settings["sampler_seed"], resources=_parse_resources(_table(data, "resources"), origin),
+        source=origin)
     parse_target(cfg.target)  # fail early on a malformed target string
     if cfg.device not in ("auto", "cpu", "mps") and not cfg.device.startswith("cuda"):
         raise SpurlabError(f"unknown device {cfg.device!r}", hint="use auto, cpu or cuda[:N]")
@@ -167,29 +173,14 @@ def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _as_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpurlabError(f"`{name}` must be true or false, got {value!r}")
-    return value
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SpurlabError(f"`{name}` must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _parse_seeds(value: Any) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise SpurlabError(f"`seeds = {value}` asks for no runs", hint="use seeds = N (N >= 1) or a list")
-        check_count("`seeds`", value, MAX_RUNS, hint="use fewer seeds")
-        return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        if len(set(value)) != len(value):
-            raise SpurlabError(f"`seeds` repeats a seed: {value}", hint="list each seed once")
-        return [int(s) for s in value]
-    raise SpurlabError(f"`seeds` must be a positive integer or a non-empty list of integers, got {value!r}")
+def _seed_list(seeds: int | list[int]) -> list[int]:
+    """The checked ``seeds`` setting as the list of seeds: N means 0..N-1 (counted before it is listed)."""
+    if isinstance(seeds, int):
+        check_count("`seeds`", seeds, MAX_RUNS, hint="use fewer seeds")
+        return list(range(seeds))
+    if len(set(seeds)) != len(seeds):
+        raise SpurlabError(f"`seeds` repeats a seed: {seeds}", hint="list each seed once")
+    return seeds
 
 
 def _parse_grid(grid: dict[str, Any]) -> dict[str, list[Any]]:
@@ -230,16 +221,11 @@ def _check_range(key: str, kind: str, args: list[Any]) -> None:
         raise SpurlabError(f"[random] {key}: int_uniform needs integer bounds, got {args!r}")
 
 
-def _parse_resources(resources: dict[str, Any]) -> dict[str, float]:
-    unknown = sorted(set(resources) - RESOURCE_KEYS)
+def _parse_resources(resources: dict[str, Any], origin: str) -> dict[str, float]:
+    unknown = sorted(set(resources) - set(RESOURCE_CONSTRAINTS))
     if unknown:
         raise SpurlabError(f"[resources]: unknown key(s) {unknown}", hint="use num_cpus and num_gpus")
-    out = {}
-    for key, value in resources.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise SpurlabError(f"[resources] {key} must be a non-negative number, got {value!r}")
-        out[key] = float(value)
-    return out
+    return check_params(f"sweep config {origin} [resources]", RESOURCE_CONSTRAINTS, resources)
 
 
 # ------------------------------------------------------------------ expansion

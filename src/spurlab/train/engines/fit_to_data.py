@@ -23,11 +23,19 @@ from torch import nn
 
 from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError
+from spurlab.params import Boolean, Interval, Options, check_params, positive_int
 from spurlab.models.penultimate import float_batch
 from spurlab.utils import resolve_device
 
 OPTIMIZERS = ("sgd", "adam")
 LAZY_BATCH = 256  # lazy images decoded per accuracy check (a float32 batch of them, not the whole split)
+# What FitConfig accepts (spurlab.params), checked when it is built.
+FIT_CONSTRAINTS = {
+    "lr": Interval(float, 0, None, closed="neither"), "batch_size": positive_int(), "optimizer": Options(*OPTIMIZERS),
+    "momentum": Interval(float, 0, 1, closed="left"), "max_steps": positive_int(), "min_steps": Interval(int, 0, None),
+    "check_every": Interval(int, 0, None), "stop_when_fitted": Boolean(), "lr_step_epochs": Interval(int, 0, None),
+    "lr_gamma": Interval(float, 0, None, closed="neither"), "seed": Interval(int, 0, None),
+}
 
 
 @dataclass
@@ -54,18 +62,12 @@ class FitConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise SpurlabError(f"unknown optimizer {self.optimizer!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")
-        for name in ("batch_size", "max_steps"):
-            if int(getattr(self, name)) < 1:
-                raise SpurlabError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0 <= self.min_steps <= self.max_steps:
-            raise SpurlabError(f"min_steps must lie in [0, max_steps={self.max_steps}], got {self.min_steps}")
-        if not self.lr > 0 or not 0 <= self.momentum < 1 or not self.lr_gamma > 0:
-            raise SpurlabError(f"need lr > 0, 0 <= momentum < 1 and lr_gamma > 0; got lr={self.lr}, "
-                               f"momentum={self.momentum}, lr_gamma={self.lr_gamma}")
-        if self.check_every < 0 or self.lr_step_epochs < 0:
-            raise SpurlabError("check_every and lr_step_epochs must be >= 0")
+        checked = check_params("FitConfig", FIT_CONSTRAINTS, {name: getattr(self, name) for name in FIT_CONSTRAINTS})
+        for name, value in checked.items():
+            setattr(self, name, value)
+        if self.min_steps > self.max_steps:
+            raise SpurlabError(f"FitConfig: parameter 'min_steps' must lie in [0, max_steps={self.max_steps}], "
+                               f"got {self.min_steps}", hint="lower min_steps or raise max_steps")
 
 
 @dataclass

@@ -27,11 +27,16 @@ from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.data.lazy_images import concat_rows, take_rows
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, check_params
 from spurlab.train.trainer import TrainConfig, fit, predict, predict_logits
 from spurlab.utils import check_labels, check_same_length
 
 SCHEMES = ("overweight", "balanced", "soft")
 ALIASES = {"flagged": "overweight"}
+STRATEGIES = ("svm", "confidence", "random")
+# What the weighting and selection functions accept (spurlab.params), checked by name before any work.
+WEIGHT_CONSTRAINTS = {"scheme": Options(*SCHEMES, *ALIASES), "upweight": Interval(float, 1, None)}
+SELECT_CONSTRAINTS = {"strategy": Options(*STRATEGIES), "k": Interval(int, 0, None), "seed": Interval(int, 0, None)}
 
 
 # ------------------------------------------------------------------ weights
@@ -42,19 +47,12 @@ def _mean_one(weights: np.ndarray) -> np.ndarray:
     return weights * (len(weights) / total)
 
 
-def resolve_scheme(scheme: str) -> str:
-    scheme = ALIASES.get(scheme, scheme)
-    if scheme not in SCHEMES:
-        raise SpurlabError(f"unknown upweighting scheme {scheme!r}",
-                           hint=f"use one of {', '.join(SCHEMES)} ('flagged' is an alias of 'overweight')")
-    return scheme
-
-
 def upweight_flagged(decision_values, labels=None, scheme: str = "overweight", upweight: float = 2.0) -> np.ndarray:
-    """Training weights (mean 1) from SVM decision values; NaN values (no SVM) count as unflagged."""
-    scheme = resolve_scheme(scheme)
-    if not upweight >= 1:
-        raise SpurlabError(f"upweight must be at least 1, got {upweight}")
+    """Training weights (mean 1) from SVM decision values; NaN values (no SVM) count as unflagged.
+    ``scheme``: overweight, balanced or soft ('flagged' is an alias of 'overweight')."""
+    scheme, upweight = check_params("upweight_flagged", WEIGHT_CONSTRAINTS,
+                                    {"scheme": scheme, "upweight": upweight}).values()
+    scheme = ALIASES.get(scheme, scheme)
     dv = np.asarray(decision_values, dtype=float)
     flagged = np.nan_to_num(dv, nan=np.inf) <= 0
     if scheme == "overweight":
@@ -91,6 +89,7 @@ def lowest_per_class(scores, labels, counts: dict[int, int] | int) -> np.ndarray
 
 def confidence_weights(confidence, labels, counts: dict[int, int] | int, upweight: float = 2.0) -> np.ndarray:
     """Baseline: upweight the lowest-confidence examples of each class (as many as ``counts``)."""
+    upweight = check_params("confidence_weights", WEIGHT_CONSTRAINTS, {"upweight": upweight})["upweight"]
     weights = np.ones(len(labels))
     weights[lowest_per_class(confidence, labels, counts)] = float(upweight)
     return _mean_one(weights)
@@ -139,6 +138,8 @@ def failure_direction_weights(val_embeddings, val_labels, val_predictions, train
 def select_from_pool(strategy: str, labels, k: int, decision_values=None, confidence=None, seed: int = 0) -> np.ndarray:
     """Indices of ``k`` pool examples per class: ``svm`` (lowest decision value),
     ``confidence`` (lowest confidence) or ``random``."""
+    strategy, k, seed = check_params("select_from_pool", SELECT_CONSTRAINTS,
+                                     {"strategy": strategy, "k": k, "seed": seed}).values()
     labels = check_labels("labels", labels)
     if strategy == "svm":
         if decision_values is None:
@@ -148,9 +149,7 @@ def select_from_pool(strategy: str, labels, k: int, decision_values=None, confid
         if confidence is None:
             raise SpurlabError("confidence selection needs the pool's confidences")
         return lowest_per_class(confidence, labels, k)
-    if strategy == "random":
-        return lowest_per_class(np.random.default_rng(seed).random(len(labels)), labels, k)
-    raise SpurlabError(f"unknown selection strategy {strategy!r}", hint="use svm, confidence or random")
+    return lowest_per_class(np.random.default_rng(seed).random(len(labels)), labels, k)  # random
 
 
 # ------------------------------------------------------------------ retrain and report

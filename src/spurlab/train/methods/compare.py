@@ -10,7 +10,8 @@ import pandas as pd
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
 from spurlab.models.model_registry import as_model_spec
-from spurlab.train.methods.method_base import Method, get_method, get_method_class, has_split
+from spurlab.params import Interval, NumberList, OptionList, check_params, positive_int
+from spurlab.train.methods.method_base import Method, get_method, get_method_class, has_split, method_registry
 from spurlab.train.methods.hparams import space_defaults, space_sample
 from spurlab.train.methods.selection import score_dataset
 from spurlab.utils import log
@@ -18,6 +19,10 @@ from spurlab.utils import log
 SUMMARY_METRICS = ("worst_group_acc", "mean_group_acc", "average_acc", "accuracy")
 GROUP_PREFIX = "acc:"
 FINAL_PREFIX = "final_"
+
+SEED = Interval(int, 0, None)
+# What the tuning functions accept (spurlab.params), checked by name before any training.
+TRIAL_CONSTRAINTS = {"n_trials": positive_int(), "seed": SEED}
 
 
 def default_hparams(method: str) -> dict[str, Any]:
@@ -36,8 +41,7 @@ def hparam_grid(method: str, n_trials: int, seed: int = 0,
 
     ``fixed_hparams`` (e.g. from ``--set``) override every trial.
     """
-    if int(n_trials) < 1:
-        raise SpurlabError(f"n_trials must be at least 1, got {n_trials}")
+    n_trials, seed = check_params("hparam_grid", TRIAL_CONSTRAINTS, {"n_trials": n_trials, "seed": seed}).values()
     fixed_hparams = dict(fixed_hparams or {})
     trials = [default_hparams(method)]
     trials += [random_hparams(method, seed=seed * 1000 + i) for i in range(1, int(n_trials))]
@@ -66,6 +70,7 @@ def tune_method(name: str, splits: Mapping[str, GroupedDataset], n_trials: int =
     ``hparams`` are fixed in every trial; ``settings`` go to the constructor (model,
     epochs, selection, device). Returns the best fitted method and one row per trial.
     """
+    n_trials, seed = check_params("tune_method", TRIAL_CONSTRAINTS, {"n_trials": n_trials, "seed": seed}).values()
     get_method_class(name)(**dict(hparams or {}))  # unknown names fail before any training
     rows, best, best_trial, best_score = [], None, 0, -np.inf
     for trial, hp in enumerate(hparam_grid(name, n_trials, seed, fixed_hparams=hparams)):
@@ -116,6 +121,9 @@ def compare_methods(splits: Mapping[str, GroupedDataset], methods: Sequence[str]
     models, plot, log).
     """
     hparams = dict(hparams or {})
+    methods, seeds = check_params("compare_methods", {"methods": OptionList(*method_registry()),
+                                                      "seeds": NumberList(SEED)},
+                                  {"methods": methods, "seeds": seeds}).values()
     _check_comparison(splits, methods, seeds, hparams, score_splits)
     settings = {"model": model, "selection": selection, "device": device}
     instances = [get_method(name, seed=int(seed), epochs=epochs_for(epochs, name), **settings,
@@ -158,12 +166,9 @@ def _share_erm_stage(method: Method, erm_runs: dict[tuple[int, int], Method],
 
 
 def _check_comparison(splits, methods, seeds, hparams, score_splits) -> None:
-    if not methods:
-        raise SpurlabError("no methods to compare", hint="pass e.g. ['erm', 'groupdro', 'dfr']")
+    """The rules that span several arguments (each argument's own constraints are checked before)."""
     if len(set(methods)) != len(methods):
-        raise SpurlabError(f"methods repeat a name: {list(methods)}")
-    if not seeds:
-        raise SpurlabError("no seeds given", hint="pass e.g. seeds=[0, 1, 2]")
+        raise SpurlabError(f"compare_methods: parameter 'methods' repeats a name: {list(methods)}")
     for name in hparams:
         if name not in methods:
             raise SpurlabError(f"hyper-parameters given for {name!r}, which is not among the compared methods")

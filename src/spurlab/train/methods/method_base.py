@@ -128,8 +128,9 @@ class Method(ABC):
     def _check_splits(self, splits: Mapping[str, GroupedDataset]) -> tuple[GroupedDataset, GroupedDataset | None]:
         if not has_split(splits, "train"):
             raise SpurlabError("the splits have no 'train' split", hint="pass a DatasetSplits from load_splits()")
-        if int(self.epochs) < 1:
-            raise SpurlabError(f"epochs must be at least 1, got {self.epochs}")
+        # the settings may have changed since construction (scikit-learn manners): their constraints again
+        self.epochs, self.seed = check_params(f"method {self.name!r}", SETTING_CONSTRAINTS,
+                                              {"epochs": self.epochs, "seed": self.seed}).values()
         train, val = splits["train"], splits["val"] if has_split(splits, "val") else None
         if len(train) == 0:
             raise SpurlabError("the training split is empty")
