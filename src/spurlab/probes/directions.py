@@ -118,7 +118,7 @@ class FailureDirections:
         smaller C, as the authors' strict ``>`` over the increasing grid does).
     loss : ``"hinge"`` (default; the authors' ``SVC(kernel="linear")``: same optimum, and the bias by
         libsvm's rule, so the flags are SVC's at the same C) or ``"squared_hinge"`` (L2-SVM, a batched
-        finite-Newton solver in torch, several times faster; its C and bias differ from SVC's).
+        finite-Newton solver in torch, faster at many examples per dimension; its C and bias differ from SVC's).
     folds : ``"ordered"`` (default; scikit-learn's ``StratifiedKFold`` without shuffling, the authors'
         ``cross_val_score(cv=2)``) or ``"shuffled"`` (stratified, seeded by ``seed``).
     standardize, normalize : the pre-processing steps (both on by default, as in the paper).
