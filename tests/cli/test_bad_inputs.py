@@ -327,10 +327,11 @@ def _ranked(**kw):
     return CriticalUnits(layers=["0"], indices=[0], scores=[1.0], **kw)
 
 
-def _engine(module, name, *args, **kw):
+def _api(module, name, *args, **kw):
+    """``spurlab.<module>.<name>(*args, **kw)``."""
     from importlib import import_module
 
-    return getattr(import_module(f"spurlab.train.{module}"), name)(*args, **kw)
+    return getattr(import_module(f"spurlab.{module}"), name)(*args, **kw)
 
 
 def _fit_after(**settings):
@@ -401,20 +402,20 @@ API_CASES = [
     (lambda root: _units(method="weight_norm", largest="maybe"), ["'largest'"]),
     (lambda root: _ranked().top(0), ["'k'"]),
     (lambda root: _ranked(granularity="neuron"), ["CriticalUnits", "'granularity'"]),
-    (lambda root: _engine("engines.upweighting", "upweight_flagged", [1.0, -1.0], upweight=0.5), ["'upweight'"]),
-    (lambda root: _engine("engines.upweighting", "upweight_flagged", [1.0, -1.0], scheme="heavy"), ["'scheme'"]),
-    (lambda root: _engine("engines.upweighting", "confidence_weights", [0.5], [0], 1, upweight="x"), ["'upweight'"]),
-    (lambda root: _engine("engines.upweighting", "select_from_pool", "best", [0, 1], 1), ["'strategy'"]),
-    (lambda root: _engine("engines.upweighting", "select_from_pool", "random", [0, 1], -1), ["'k'"]),
-    (lambda root: _engine("engines.fit_to_data", "FitConfig", lr=0), ["FitConfig", "'lr'"]),
-    (lambda root: _engine("engines.fit_to_data", "FitConfig", momentum=1.0), ["'momentum'"]),
-    (lambda root: _engine("engines.fit_to_data", "FitConfig", optimizer="lbfgs"), ["'optimizer'", "'sgd'"]),
-    (lambda root: _engine("engines.fit_to_data", "FitConfig", check_every=-1), ["'check_every'"]),
-    (lambda root: _engine("engines.fit_to_data", "FitConfig", min_steps=10, max_steps=5), ["'min_steps'"]),
-    (lambda root: _engine("methods.compare", "hparam_grid", "erm", 0), ["hparam_grid", "'n_trials'"]),
-    (lambda root: _engine("methods.compare", "tune_method", "erm", None, n_trials="x"), ["'n_trials'"]),
-    (lambda root: _engine("methods.compare", "compare_methods", None, ["erm"], seeds=[]), ["'seeds'"]),
-    (lambda root: _engine("methods.compare", "compare_methods", None, ["erm", "magic"]), ["'methods'", "magic"]),
+    (lambda root: _api("train.engines.upweighting", "upweight_flagged", [1.0, -1.0], upweight=0.5), ["'upweight'"]),
+    (lambda root: _api("train.engines.upweighting", "upweight_flagged", [1.0, -1.0], scheme="heavy"), ["'scheme'"]),
+    (lambda root: _api("train.engines.upweighting", "confidence_weights", [0.5], [0], 1, upweight="x"), ["'upweight'"]),
+    (lambda root: _api("train.engines.upweighting", "select_from_pool", "best", [0, 1], 1), ["'strategy'"]),
+    (lambda root: _api("train.engines.upweighting", "select_from_pool", "random", [0, 1], -1), ["'k'"]),
+    (lambda root: _api("train.engines.fit_to_data", "FitConfig", lr=0), ["FitConfig", "'lr'"]),
+    (lambda root: _api("train.engines.fit_to_data", "FitConfig", momentum=1.0), ["'momentum'"]),
+    (lambda root: _api("train.engines.fit_to_data", "FitConfig", optimizer="lbfgs"), ["'optimizer'", "'sgd'"]),
+    (lambda root: _api("train.engines.fit_to_data", "FitConfig", check_every=-1), ["'check_every'"]),
+    (lambda root: _api("train.engines.fit_to_data", "FitConfig", min_steps=10, max_steps=5), ["'min_steps'"]),
+    (lambda root: _api("train.methods.compare", "hparam_grid", "erm", 0), ["hparam_grid", "'n_trials'"]),
+    (lambda root: _api("train.methods.compare", "tune_method", "erm", None, n_trials="x"), ["'n_trials'"]),
+    (lambda root: _api("train.methods.compare", "compare_methods", None, ["erm"], seeds=[]), ["'seeds'"]),
+    (lambda root: _api("train.methods.compare", "compare_methods", None, ["erm", "magic"]), ["'methods'", "magic"]),
     (lambda root: _fit_after(epochs=0), ["method 'erm'", "'epochs'"]),
     (lambda root: _fit_after(seed=-1), ["'seed'"]),
     (lambda root: _plan(seeds=0), ["<dict>", "'seeds'"]),
@@ -422,6 +423,23 @@ API_CASES = [
     (lambda root: _plan(quick="maybe"), ["'quick'"]),
     (lambda root: _plan(sampler_seed=-1), ["'sampler_seed'"]),
     (lambda root: _plan(resources={"num_gpus": "one"}), ["'num_gpus'"]),
+    (lambda root: _api("probes.memorization", "solve_memorization", np.eye(2), np.eye(2), [0.0, 1.0], ridge=-1),
+     ["solve_memorization", "'ridge'"]),
+    (lambda root: _api("probes.memorization", "KernelMemorization", "svm").fit(np.eye(2), [0, 1], np.eye(2)),
+     ["KernelMemorization", "'features'"]),
+    (lambda root: _api("probes.memorization", "gamma", "rf", "phi2", alpha=1.5), ["gamma", "'alpha'"]),
+    (lambda root: _api("probes.memorization", "gamma", "rf", "phi2", 0.5, regime="mid_n"), ["'regime'"]),
+    (lambda root: _api("probes.memorization", "gamma", "svm", "phi2", 0.5), ["'model'", "'ntk'"]),
+    (lambda root: _api("probes.memorization", "linear_leak_weight", "rf", "phi2", -1), ["'n_over_d'"]),
+    (lambda root: _api("probes.captions", "AttributeCaptioner", np.zeros((2, 2)), [0, 1], {"c": [0, 1]}, fraction=0.9),
+     ["AttributeCaptioner", "'fraction'"]),
+    (lambda root: _api("probes.skew", "theory_spurious_ratio", 0.9, 0, [10]), ["'B'"]),
+    (lambda root: _api("probes.skew", "theory_spurious_ratio", 1.0, 1, [10]), ["'p'"]),
+    (lambda root: _api("sweep.executors", "LocalExecutor", workers=-2), ["LocalExecutor", "'workers'"]),
+    (lambda root: _api("train.engines.max_margin", "fit_max_margin", np.eye(2), [1, -1], tol=2), ["'tol'"]),
+    (lambda root: _api("train.engines.max_margin", "fit_max_margin", np.eye(2), [1, -1], formulation="qp"),
+     ["'formulation'"]),
+    (lambda root: _api("models.features", "RandomFeatures", -5).fit(np.eye(2)), ["RandomFeatures", "'n_features'"]),
 ]
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.params import Interval, check_params, positive_int
 from spurlab.utils import check_finite, resolve_device
 
 DEFAULT_DEGREE = 40  # Hermite terms kept for non-polynomial activations
@@ -299,13 +300,10 @@ class FeatureMap(ABC):
 
     def fit(self, Z) -> FeatureMap:
         """Read the input dimension from ``Z`` (n, d) and resolve activation and device."""
+        self.n_features, self.block_size = check_params(  # n_features 0: the infinite-width kernel
+            type(self).__name__, {"n_features": Interval(int, 0, None), "block_size": positive_int()},
+            {"n_features": self.n_features, "block_size": self.block_size}).values()
         Z = _check_inputs(Z)
-        k = self.n_features
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise SpurlabError(f"n_features must be an integer >= 0 (0: the infinite-width kernel), "
-                               f"got {self.n_features!r}")
-        if self.block_size < 1:
-            raise SpurlabError(f"block_size must be >= 1, got {self.block_size}")
         self.n_inputs_ = Z.shape[1]
         self.activation_ = get_activation(self.activation)
         self.device_ = resolve_device(self.device)

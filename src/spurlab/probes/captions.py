@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, check_params, positive_int
 from spurlab.utils import check_labels, check_same_length
 
 VOCAB_KEYS = ("templates", "reference", "adjectives", "contexts")
@@ -159,6 +160,10 @@ class CaptionScorer:
 
 
 # ------------------------------------------------------------------ attribute metadata
+# What AttributeCaptioner accepts (spurlab.params), checked when it is built.
+CAPTIONER_CONSTRAINTS = {"fraction": Interval(float, 0, 0.5, closed="right"), "max_categories": positive_int()}
+
+
 class AttributeCaptioner:
     """Describe each direction by the attribute values that separate its low and high ends.
 
@@ -172,13 +177,13 @@ class AttributeCaptioner:
 
     def __init__(self, embeddings, labels, metadata: pd.DataFrame, fraction: float = 0.2,
                  columns: list[str] | None = None, max_categories: int = 30):
+        fraction, max_categories = check_params("AttributeCaptioner", CAPTIONER_CONSTRAINTS,
+                                                {"fraction": fraction, "max_categories": max_categories}).values()
         self.embeddings = np.asarray(embeddings, dtype=np.float32)
         self.labels = check_labels("labels", labels)
         if not isinstance(metadata, pd.DataFrame):
             metadata = pd.DataFrame(metadata)
         check_same_length(embeddings=self.embeddings, labels=self.labels, metadata=metadata.index)
-        if not 0 < fraction <= 0.5:
-            raise SpurlabError(f"fraction must lie in (0, 0.5], got {fraction}")
         columns = list(metadata.columns) if columns is None else list(columns)
         unknown = [c for c in columns if c not in metadata.columns]
         if unknown:

@@ -25,9 +25,14 @@ import torch
 
 from spurlab.errors import SpurlabError
 from spurlab.models.features import Activation, FeatureMap, get_activation, make_feature_map
+from spurlab.params import Interval, Options, check_param, check_params, probability
 from spurlab.utils import as_numpy, check_finite
 
 REGIMES = ("high_n", "low_n")
+# What the solver, the estimator and the closed forms accept (spurlab.params), checked by name before any work.
+RIDGE = Interval(float, 0, None)
+FORM_CONSTRAINTS = {"model": Options("rf", "ntk"), "alpha": probability(), "regime": Options(*REGIMES),
+                    "n_over_d": Interval(float, 0, None)}
 
 
 # ================================================================== the kernel solve
@@ -133,8 +138,7 @@ def solve_memorization(K, K_query, targets, ridge: float = 0.0, K_test=None) -> 
     spurious query of sample ``i`` and the training points; ``targets`` (N,); optional
     ``K_test`` (T, N). Accepts numpy arrays or torch tensors (kept on their device).
     """
-    if not np.isfinite(ridge) or ridge < 0:
-        raise SpurlabError(f"ridge must be a finite number >= 0, got {ridge}")
+    ridge = check_param("solve_memorization", "ridge", RIDGE, ridge)
     device = K.device if torch.is_tensor(K) else None
     K, K_query, g = (_as_tensor(a, n, device) for a, n in ((K, "K"), (K_query, "K_query"), (targets, "targets")))
     K_test = None if K_test is None else _as_tensor(K_test, "K_test", device)
@@ -175,12 +179,13 @@ class KernelMemorization:
         self.device = device
 
     def _make_features(self) -> FeatureMap:
+        check_params("KernelMemorization", {"ridge": RIDGE, "seed": Interval(int, 0, None)},
+                     {"ridge": self.ridge, "seed": self.seed})
         if isinstance(self.features, FeatureMap):
             return self.features
         sizes = {"rf": 100_000, "ntk": 100}
-        if self.features not in sizes:
-            raise SpurlabError(f"features must be a FeatureMap, 'rf' or 'ntk', got {self.features!r}")
-        return make_feature_map(self.features, sizes[self.features], self.activation, self.seed, self.device)
+        features = check_param("KernelMemorization", "features", Options(*sizes), self.features)
+        return make_feature_map(features, sizes[features], self.activation, self.seed, self.device)
 
     def fit(self, Z, targets, Z_query, Z_test=None) -> KernelMemorization:
         """``Z`` (N, d) training inputs, ``targets`` (N,), ``Z_query`` (N, d): spurious queries."""
@@ -214,18 +219,14 @@ def gamma(model: str, activation, alpha: float, regime: str = "high_n", degree: 
     ``sigma'``. Denominators use the exact second moment, so truncation only touches
     the numerator (by at most ``alpha^degree``).
     """
-    if regime not in REGIMES:
-        raise SpurlabError(f"unknown regime {regime!r}", hint=f"use one of {', '.join(REGIMES)}")
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise SpurlabError(f"alpha must lie in [0, 1], got {alpha}")
+    model, alpha, regime = check_params("gamma", FORM_CONSTRAINTS,
+                                        {"model": model, "alpha": alpha, "regime": regime}).values()
     act: Activation = get_activation(activation)
     mu2 = act.hermite(degree) ** 2
     if model == "rf":
         first, shift = (2 if regime == "high_n" else 1), 0
-    elif model == "ntk":
+    else:  # ntk
         first, shift = (1 if regime == "high_n" else 0), 1
-    else:
-        raise SpurlabError(f"unknown model {model!r}", hint="use 'rf' or 'ntk'")
     energy = act.second_moment() - mu2[:first].sum()
     if energy <= 1e-12 * max(act.second_moment(), 1e-300):
         raise SpurlabError(f"activation {act.name!r} has no Hermite energy at degree >= {first}, "
@@ -249,9 +250,7 @@ def linear_leak_weight(model: str, activation, n_over_d: float) -> float:
     ``u^2 + (1 + a (N/d - 1)) u - a = 0``, ``a = mu_1^2 / c``: ``w = a / (1 + a)`` as
     ``N/d -> 0`` and ``w ~ d / N`` as ``N/d -> inf``.
     """
-    ratio = float(n_over_d)
-    if not np.isfinite(ratio) or ratio < 0:
-        raise SpurlabError(f"n_over_d must be a finite number >= 0, got {n_over_d}")
+    model, ratio = check_params("linear_leak_weight", FORM_CONSTRAINTS, {"model": model, "n_over_d": n_over_d}).values()
     act = get_activation(activation)
     gamma(model, act, 0.5, "high_n")  # validates model and the energy beyond the linear part
     mu2 = act.hermite(2) ** 2

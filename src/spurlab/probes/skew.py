@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from spurlab.errors import SpurlabError
-from spurlab.utils import check_probability
+from spurlab.params import Interval, check_params, probability
 
 
 def _weights(coef) -> np.ndarray:
@@ -71,15 +71,17 @@ def linear_group_accuracies(coef, x, y, minority, intercept=0.0) -> dict[str, np
     return out
 
 
+# What the theory curves accept (spurlab.params).
+THEORY_CONSTRAINTS = {"p": probability("neither"), "B": Interval(float, 0, None, "neither")}
+
+
 def theory_spurious_ratio(p, B: float, steps, margin: float = 1.0) -> np.ndarray:
     """Asymptotic ``w_sp / w_inv`` of GD under statistical skew: ``margin ln(p/(1-p)) / (2 B ln t)``.
 
     With ``margin = 1`` this is the paper's ``ln(p/(1-p)) / (2B ln t)`` (the 1-D
     check, ``x_inv = y``); for an invariant margin ``gamma`` the invariant weight
     grows like ``ln(t) / gamma``, hence the factor. ``nan`` for ``t <= 1``."""
-    p = check_probability("p", p)
-    if B <= 0:
-        raise SpurlabError(f"B must be > 0, got {B}")
+    p, B = check_params("theory_spurious_ratio", THEORY_CONSTRAINTS, {"p": p, "B": B}).values()
     t = np.asarray(steps, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(t > 1, margin * np.log(p / (1.0 - p)) / (2.0 * B * np.log(np.where(t > 1, t, 2.0))), np.nan)

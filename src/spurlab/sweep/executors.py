@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, check_param, optional
 from spurlab.utils import to_jsonable
 
 EXECUTORS = ("local", "ray")
@@ -95,9 +96,8 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int | None = None, start_method: str = "spawn"):
-        if workers is not None and (isinstance(workers, bool) or int(workers) < 0):
-            raise SpurlabError(f"workers must be 0 or more, got {workers}", hint="0 runs everything in this process")
-        self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        workers = check_param("LocalExecutor", "workers", optional(Interval(int, 0, None)), workers)  # 0: this process
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.start_method = start_method
 
     def run(self, specs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -27,9 +27,13 @@ import torch
 from scipy import linalg
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Boolean, Interval, Options, check_params, positive_int
 from spurlab.utils import check_finite, resolve_device
 
 FORMULATIONS = ("auto", "primal", "dual")
+# What fit_max_margin accepts (spurlab.params), checked by name before any work.
+FIT_CONSTRAINTS = {"fit_intercept": Boolean(), "formulation": Options(*FORMULATIONS),
+                   "tol": Interval(float, 0, 1, closed="neither"), "max_iter": positive_int()}
 STEP_TO_BOUNDARY = 0.995
 FEASIBLE = 1e-8  # residual of the equality conditions accepted before polishing
 DIVERGED_DUAL = 1e14  # dual variables this large mean the data are not separable
@@ -256,10 +260,9 @@ def fit_max_margin(X, y, fit_intercept: bool = False, formulation: str = "auto",
 
     ``formulation``: ``"auto"`` (by shape), ``"primal"`` or ``"dual"``; every choice gives the same answer.
     """
-    if formulation not in FORMULATIONS:
-        raise SpurlabError(f"unknown formulation {formulation!r}", hint=f"use one of {', '.join(FORMULATIONS)}")
-    if not (0 < tol < 1):
-        raise SpurlabError(f"tol must lie in (0, 1), got {tol}")
+    fit_intercept, formulation, tol, max_iter = check_params(
+        "fit_max_margin", FIT_CONSTRAINTS,
+        {"fit_intercept": fit_intercept, "formulation": formulation, "tol": tol, "max_iter": max_iter}).values()
     x, signs = _batch_inputs(X, y)
     _, n, d = x.shape
     chosen = choose_formulation(n, d) if formulation == "auto" else formulation
