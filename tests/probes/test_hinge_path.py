@@ -116,3 +116,19 @@ def test_pipeline_on_the_path_picks_svcs_c_and_flags(no_interior_point):
         dv = ref.decision_function(z[rows])
         clear = np.abs(dv) > 2e-3
         assert np.array_equal(fd.predict(x[rows], labels[rows])[clear], dv[clear] <= 0)
+
+
+def test_duplicated_examples_give_way_to_the_interior_point():
+    """Every example twice: two copies on the margin make the free Gram block singular, the path stops and
+    the interior point finishes; every C still at the optimum."""
+    z, ok = planted(150, 64, seed=4)
+    z, ok = np.vstack([z, z]), np.r_[ok, ok]
+    s, weight = np.where(ok, 1.0, -1.0), balanced_weights(ok)
+    cs = np.logspace(-6, 1, 8)
+    sol = svm.solve_hinge(z, s, weight, cs)
+    w_ref, b_ref, _ = svm._hinge_interior_point(z, s, cs[:, None] * weight[None], 100, 1e-10)
+    assert sol.n_iter > 0
+    for j, value in enumerate(cs):
+        c = value * weight
+        assert objective(z, s, c, sol.w[j], sol.b[j]) <= objective(z, s, c, w_ref[j], b_ref[j]) * (1 + 1e-9)
+        assert np.array_equal(z @ sol.w[j] + sol.b[j] > 0, z @ w_ref[j] + b_ref[j] > 0)
