@@ -440,6 +440,17 @@ API_CASES = [
     (lambda root: _api("train.engines.max_margin", "fit_max_margin", np.eye(2), [1, -1], formulation="qp"),
      ["'formulation'"]),
     (lambda root: _api("models.features", "RandomFeatures", -5).fit(np.eye(2)), ["RandomFeatures", "'n_features'"]),
+    (lambda root: _api("train.engines.pruned_copy_contrastive", "PrunedContrastiveConfig", batch_size=1).validate(),
+     ["PrunedContrastiveConfig", "'batch_size'"]),
+    (lambda root: _api("train.engines.pruned_copy_contrastive", "PrunedContrastiveConfig", lr_factor=1).validate(),
+     ["'lr_factor'"]),
+    (lambda root: _api("train.engines.distill", "RepresentationDistiller", epochs=0).fit(None, None, None),
+     ["RepresentationDistiller", "'epochs'"]),
+    (lambda root: _api("train.engines.distill", "RepresentationDistiller", optimizer="lbfgs").fit(None, None, None),
+     ["'optimizer'", "'adamw'"]),
+    (lambda root: _api("train.engines.linear_gd", "BatchedLinearGD", n_logged=0).fit(np.eye(2), [1, -1]),
+     ["BatchedLinearGD", "'n_logged'"]),
+    (lambda root: _api("train.engines.linear_gd", "log_spaced_steps", 0, 5), ["'n_steps'"]),
 ]
 
 

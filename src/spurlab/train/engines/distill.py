@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, check_params, positive_int
 from spurlab.probes.contamination import LinearProbe
 from spurlab.utils import as_numpy, check_finite, progress, resolve_device
 
@@ -99,14 +100,18 @@ class RepresentationDistiller:
         self.seed = seed
         self.device = device
 
+    _parameter_constraints = {
+        "epochs": positive_int(), "lr": Interval(float, 0, None, closed="neither"), "batch_size": positive_int(),
+        "optimizer": Options("adam", "adamw", "sgd"), "weight_decay": Interval(float, 0, None),
+        "seed": Interval(int, 0, None),
+    }
+
     def _optimizer(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.optimizer == "adamw":
             return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
-        raise SpurlabError(f"unknown optimizer {self.optimizer!r}", hint="use adam, adamw or sgd")
+        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)  # sgd
 
     def fit(self, teacher: nn.Module, student: nn.Module, x, teacher_x=None) -> RepresentationDistiller:
         """Fit ``student(x)`` to ``teacher(teacher_x)``.
@@ -114,9 +119,8 @@ class RepresentationDistiller:
         ``teacher_x`` (arrays only) defaults to ``x``; pass it when the teacher sees another
         view of the same examples (its own preprocessing, or the invariant feature).
         """
-        if int(self.epochs) != self.epochs or self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise SpurlabError("epochs and batch_size must be positive integers and lr positive",
-                               hint=f"got epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}")
+        check_params("RepresentationDistiller", self._parameter_constraints,
+                     {name: getattr(self, name) for name in self._parameter_constraints})
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
         student.to(device)

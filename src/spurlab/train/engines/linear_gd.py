@@ -32,8 +32,8 @@ SGD_CHUNK = 256  # SGD minibatch indices are drawn this many steps at a time
 
 def log_spaced_steps(n_steps: int, n_points: int) -> np.ndarray:
     """Step 0 and about ``n_points`` log-spaced steps in ``1..n_steps`` (the last included)."""
-    if n_steps < 1 or n_points < 1:
-        raise SpurlabError(f"n_steps and n_logged must be >= 1, got {n_steps} and {n_points}")
+    n_steps, n_points = check_params("log_spaced_steps", {"n_steps": positive_int(), "n_logged": positive_int()},
+                                     {"n_steps": n_steps, "n_logged": n_points}).values()
     steps = np.round(np.logspace(0, math.log10(n_steps), n_points)).astype(np.int64)
     decades = 10 ** np.arange(int(math.log10(n_steps)) + 1)  # keep 1, 10, 100, ... for tables
     steps = np.unique(np.concatenate([steps, decades, [n_steps]]))
@@ -147,7 +147,7 @@ class BatchedLinearGD:
     # ------------------------------------------------------------ validation
     _parameter_constraints = {
         "loss": Options(*LOSSES), "parametrization": Options(*PARAMETRIZATIONS),
-        "lr": Interval(float, 0, None, closed="neither"), "n_steps": positive_int(),
+        "lr": Interval(float, 0, None, closed="neither"), "n_steps": positive_int(), "n_logged": positive_int(),
         "batch_size": optional(positive_int()),  # None: full batch
         "dtype": Options("float64", "float32"),
     }

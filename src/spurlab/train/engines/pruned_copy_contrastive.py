@@ -45,6 +45,7 @@ from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError
 from spurlab.models.layers import prunable_layers
 from spurlab.models.penultimate import float_batch
+from spurlab.params import Interval, Options, check_params, positive_int, probability
 from spurlab.probes.neurons import as_arrays, find_critical_units, worst_predicted
 from spurlab.utils import progress, resolve_device
 
@@ -52,6 +53,18 @@ REPRESENTATIONS = ("softmax", "logits", "features")
 MASK_METHODS = ("magnitude", "gradient")
 MASK_LAYERS = ("hidden", "conv", "all")
 VACUOUS_POLICIES = ("warn", "error", "ignore")
+NON_NEGATIVE = Interval(float, 0, None)
+# What PrunedContrastiveConfig accepts (spurlab.params), checked before training.
+CONFIG_CONSTRAINTS = {
+    "epochs": positive_int(), "lr": Interval(float, 0, None, closed="neither"),
+    "batch_size": Interval(int, 2, None),  # an example's negatives are the other examples of its batch
+    "lam": NON_NEGATIVE, "contrastive_weight": NON_NEGATIVE, "temperature": Interval(float, 0, None, closed="neither"),
+    "prune_fraction": probability("neither"), "mask_method": Options(*MASK_METHODS),
+    "mask_layers": Options(*MASK_LAYERS), "mask_granularity": Options("weight", "channel"),
+    "mask_batch": positive_int(), "representation": Options(*REPRESENTATIONS), "lr_factor": probability("neither"),
+    "lr_patience": Interval(int, 0, None), "weight_decay": NON_NEGATIVE, "divergence_examples": positive_int(),
+    "min_divergence": NON_NEGATIVE, "on_vacuous_mask": Options(*VACUOUS_POLICIES), "seed": Interval(int, 0, None),
+}
 
 
 class VacuousPrunedCopyWarning(UserWarning):
@@ -82,24 +95,11 @@ class PrunedContrastiveConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        for field, value, allowed in (("representation", self.representation, REPRESENTATIONS),
-                                      ("mask_method", self.mask_method, MASK_METHODS),
-                                      ("mask_layers", self.mask_layers, MASK_LAYERS),
-                                      ("mask_granularity", self.mask_granularity, ("weight", "channel")),
-                                      ("on_vacuous_mask", self.on_vacuous_mask, VACUOUS_POLICIES)):
-            if value not in allowed:
-                raise SpurlabError(f"unknown {field} {value!r}", hint=f"use one of {', '.join(allowed)}")
-        if not 0.0 < self.prune_fraction < 1.0:
-            raise SpurlabError(f"prune_fraction must lie in (0, 1), got {self.prune_fraction}")
-        if not self.temperature > 0 or not self.lr > 0 or self.lam < 0 or self.contrastive_weight < 0:
-            raise SpurlabError("temperature and lr must be positive, lam and contrastive_weight non-negative",
-                               hint=f"got temperature={self.temperature}, lr={self.lr}, lam={self.lam}, "
-                                    f"contrastive_weight={self.contrastive_weight}")
-        if int(self.epochs) < 1 or int(self.batch_size) < 2:
-            raise SpurlabError(f"need epochs >= 1 and batch_size >= 2 (negatives), got {self.epochs}, "
-                               f"{self.batch_size}")
-        if int(self.mask_batch) < 1 or int(self.divergence_examples) < 1 or self.min_divergence < 0:
-            raise SpurlabError("mask_batch and divergence_examples must be positive and min_divergence >= 0")
+        """The declared constraints (CONFIG_CONSTRAINTS), each value kept in its checked form."""
+        checked = check_params("PrunedContrastiveConfig", CONFIG_CONSTRAINTS,
+                               {name: getattr(self, name) for name in CONFIG_CONSTRAINTS})
+        for name, value in checked.items():
+            setattr(self, name, value)
 
 
 # ------------------------------------------------------------------ loss pieces
