@@ -451,6 +451,11 @@ API_CASES = [
     (lambda root: _api("train.engines.linear_gd", "BatchedLinearGD", n_logged=0).fit(np.eye(2), [1, -1]),
      ["BatchedLinearGD", "'n_logged'"]),
     (lambda root: _api("train.engines.linear_gd", "log_spaced_steps", 0, 5), ["'n_steps'"]),
+    (lambda root: _api("data.lazy_images", "ImageTransform", 0), ["ImageTransform", "'image_size'"]),
+    (lambda root: _api("data.lazy_images", "ImageTransform", 8, normalize="imagenette"), ["'normalize'"]),
+    (lambda root: _api("models.model_registry", "ModelSpec", "mlp", freeze="all"), ["ModelSpec", "'freeze'"]),
+    (lambda root: _api("models.embedders", "EfficientNetLite0Embedder", image_size=16), ["'image_size'", "32"]),
+    (lambda root: _api("models.embedders", "EfficientNetLite0Embedder", normalization="x"), ["'normalization'"]),
 ]
 
 

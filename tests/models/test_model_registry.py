@@ -63,7 +63,7 @@ def test_bad_names_options_and_inputs_are_named():
         ModelSpec("mlp", options={"channels": (4,)}).build((5,), 2)
     with pytest.raises(SpurlabError, match="needs image inputs"):
         make_model("cnn", (5,), 2)
-    with pytest.raises(SpurlabError, match="freeze must be"):
+    with pytest.raises(SpurlabError, match="parameter .freeze. must be one of"):
         ModelSpec("mlp", freeze="all")
     with pytest.raises(SpurlabError, match="no pretrained weights"):
         ModelSpec("resnet", pretrained=True).build((3, 8, 8), 2)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from spurlab.errors import DataNotFoundError, SpurlabError
-from spurlab.params import Boolean, Interval, Options, Text, optional, positive_int
+from spurlab.params import Boolean, Interval, Options, Text, check_params, optional, positive_int
 from spurlab.utils import available_memory_bytes
 
 # mean/std per channel applied to images in [0, 1]; "none" leaves them in [0, 1] (what spurlab's embedders expect)
@@ -49,6 +49,8 @@ FILE_IMAGE_CONSTRAINTS = {
     "resize": Options(*RESIZE_MODES), "augment": Boolean(), "cache": optional(Text()),
     "workers": optional(positive_int(256)),
 }
+TRANSFORM_CONSTRAINTS = {"image_size": positive_int(), "normalize": Options(*NORMALIZATIONS),
+                         "resize": Options(*RESIZE_MODES), "augment": Boolean(), "seed": Interval(int, 0, None)}
 
 
 def default_workers() -> int:
@@ -78,13 +80,9 @@ class ImageTransform:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.image_size) < 1:
-            raise SpurlabError(f"image_size must be a positive number of pixels, got {self.image_size}")
-        if self.normalize not in NORMALIZATIONS:
-            raise SpurlabError(f"unknown normalize={self.normalize!r}",
-                               hint=f"use one of {', '.join(NORMALIZATIONS)} (match your backbone's training)")
-        if self.resize not in RESIZE_MODES:
-            raise SpurlabError(f"unknown resize={self.resize!r}", hint=f"use one of {', '.join(RESIZE_MODES)}")
+        # normalize: match your backbone's training
+        check_params("ImageTransform", TRANSFORM_CONSTRAINTS,
+                     {name: getattr(self, name) for name in TRANSFORM_CONSTRAINTS})
 
     @property
     def stored_key(self) -> str:

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from spurlab.errors import SpurlabError
-from spurlab.models.embedders import LITE_MEAN, LITE_STD, build_efficientnet_lite0, prepare_batch
+from spurlab.params import check_param
+from spurlab.models.embedders import LITE0_CONSTRAINTS, LITE_MEAN, LITE_STD, build_efficientnet_lite0, prepare_batch
 from spurlab.models.model_registry import PREFIX_BUILDERS, PREFIX_EXTRAS, register_model
 
 
@@ -26,9 +27,8 @@ class EfficientNetLite0Classifier(nn.Module):
 
     def __init__(self, n_classes: int, image_size: int = 224, pretrained: bool = True):
         super().__init__()
-        if int(image_size) < 32:
-            raise SpurlabError(f"image_size must be at least 32, got {image_size}")
-        self.image_size = int(image_size)
+        self.image_size = check_param("EfficientNetLite0Classifier", "image_size", LITE0_CONSTRAINTS["image_size"],
+                                      image_size)
         self.backbone = build_efficientnet_lite0(self.image_size) if pretrained else _lite0_untrained(self.image_size)
         self.head = nn.Linear(1280, n_classes)
 

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError, UnknownNameError
+from spurlab.params import Interval, Options, check_params, positive_int
 from spurlab.utils import progress, resolve_device
 
 # EfficientNet-Lite was trained with inputs scaled to [-1, 1] (TF-Lite's mean 127, std 128).
@@ -141,6 +142,11 @@ def build_efficientnet_lite0(image_size: int = 224, weights: str | Path | None =
     return model.eval()
 
 
+# What the EfficientNet-Lite0 embedder and classifier accept (spurlab.params).
+LITE0_CONSTRAINTS = {"image_size": Interval(int, 32, None), "batch_size": positive_int(),
+                     "normalization": Options("lite", "imagenet")}
+
+
 class EfficientNetLite0Embedder:
     """1280-d global-average-pooled features of EfficientNet-Lite0 (ImageNet weights, offline).
 
@@ -154,12 +160,11 @@ class EfficientNetLite0Embedder:
 
     def __init__(self, image_size: int = 224, batch_size: int = 64, normalization: str = "lite",
                  device: str = "auto", weights: str | Path | None = None):
-        if normalization not in ("lite", "imagenet"):
-            raise SpurlabError(f"normalization must be 'lite' or 'imagenet', got {normalization!r}")
-        if int(image_size) < 32:
-            raise SpurlabError(f"image_size must be at least 32, got {image_size}")
-        self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
+        image_size, batch_size, normalization = check_params(
+            "EfficientNetLite0Embedder", LITE0_CONSTRAINTS,
+            {"image_size": image_size, "batch_size": batch_size, "normalization": normalization}).values()
+        self.image_size = image_size
+        self.batch_size = batch_size
         self.normalization = normalization
         self.device = device
         self.weights = weights

@@ -41,6 +41,7 @@ from torch import nn
 
 from spurlab.errors import SpurlabError, UnknownNameError
 from spurlab.models.penultimate import check_features
+from spurlab.params import Options, check_param
 from spurlab.registry import Registry
 
 FREEZE_MODES = ("none", "backbone")
@@ -138,9 +139,7 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.freeze not in FREEZE_MODES:
-            raise SpurlabError(f"freeze must be 'none' or 'backbone', got {self.freeze!r}",
-                               hint="freeze=backbone trains the last linear layer only")
+        check_param("ModelSpec", "freeze", Options(*FREEZE_MODES), self.freeze)  # backbone: the last layer trains
         if not isinstance(self.model, (str, nn.Module)) and not callable(self.model):
             raise SpurlabError(f"model must be a name, a factory (input_shape, n_classes) -> nn.Module or an "
                                f"nn.Module, got {type(self.model).__name__}")
