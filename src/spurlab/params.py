@@ -150,8 +150,8 @@ def _list_of(min_len: int) -> str:
 
 
 class NumberList(Constraint):
-    """A non-empty list of numbers, each in ``item`` (a list, a tuple or comma-separated text); ``scalar``: a
-    single number stands for a list of one (off where a number means something else, e.g. ``seeds = N``)."""
+    """A non-empty list of numbers, each in ``item`` (a list, a tuple, a 1-d array or comma-separated text);
+    ``scalar``: a single number stands for a list of one (off where a number means something else: ``seeds = N``)."""
 
     def __init__(self, item: Interval | None = None, min_len: int = 1, scalar: bool = True):
         self.item = item or Interval(float)
@@ -163,6 +163,8 @@ class NumberList(Constraint):
             value = [t for t in value.strip().strip("[]").split(",") if t.strip()]
         elif self.scalar and isinstance(value, numbers.Real) and not isinstance(value, bool):
             value = [value]
+        elif isinstance(value, np.ndarray) and value.ndim == 1:
+            value = value.tolist()
         if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
             raise ValueError("not a list")
         return [self.item.convert(v) for v in value]
