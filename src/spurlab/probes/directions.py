@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Boolean, Interval, NumberList, Options, check_params, optional, positive_int
 from spurlab.utils import atomic_path, check_finite, check_labels, check_same_length, resolve_device
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-6, 0, 7))
@@ -157,22 +158,19 @@ class FailureDirections:
         self.seed = seed
 
     # -------------------------------------------------------------- validation
+    _parameter_constraints = {
+        "Cs": NumberList(Interval(float, 0, None, closed="neither")),  # e.g. numpy.logspace(-6, 0, 7)
+        "n_folds": Interval(int, 2, None), "loss": Options(*LOSSES), "folds": Options(*FOLD_RULES),
+        "standardize": Boolean(), "normalize": Boolean(), "dtype": Options("float32", "float64"),
+        "n_threads": optional(positive_int()), "min_per_outcome": Interval(int, 0, None), "max_iter": positive_int(),
+        "tol": Interval(float, 0, None, closed="neither"), "seed": Interval(int, 0, None),
+    }
+
     def _check_params(self) -> np.ndarray:
-        cs = np.asarray(self.Cs, dtype=float).ravel()
-        if cs.size == 0 or not np.all(np.isfinite(cs)) or np.any(cs <= 0):
-            raise SpurlabError(f"Cs must be a non-empty list of positive numbers, got {self.Cs!r}",
-                               hint="e.g. Cs=numpy.logspace(-6, 0, 7)")
-        if int(self.n_folds) != self.n_folds or self.n_folds < 2:
-            raise SpurlabError(f"n_folds must be an integer >= 2, got {self.n_folds!r}")
-        if self.loss not in LOSSES:
-            raise SpurlabError(f"unknown loss {self.loss!r}", hint=f"use one of {', '.join(LOSSES)}")
-        if self.folds not in FOLD_RULES:
-            raise SpurlabError(f"unknown folds rule {self.folds!r}", hint=f"use one of {', '.join(FOLD_RULES)}")
-        if self.dtype not in ("float32", "float64"):
-            raise SpurlabError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.n_threads is not None and int(self.n_threads) < 1:
-            raise SpurlabError(f"n_threads must be a positive integer or None, got {self.n_threads!r}")
-        return cs
+        """The declared constraints, before any work; the grid of Cs as an array."""
+        checked = check_params("FailureDirections", self._parameter_constraints,
+                               {name: getattr(self, name) for name in self._parameter_constraints})
+        return np.asarray(checked["Cs"], dtype=float)
 
     def _check_embeddings(self, name: str, embeddings: Any) -> np.ndarray:
         emb = np.asarray(embeddings, dtype=np.float32)
