@@ -145,7 +145,7 @@ def test_bad_inputs_raise_clear_errors():
         FailureDirections().fit(bad, labels, labels)
     with pytest.raises(SpurlabError, match="single class"):
         FailureDirections().fit(emb, np.zeros(40, int), np.zeros(40, int))
-    with pytest.raises(SpurlabError, match="Cs must be"):
+    with pytest.raises(SpurlabError, match="parameter .Cs. must be a list"):
         FailureDirections(Cs=[0.0, 1.0]).fit(emb, labels, labels)
     with pytest.raises(SpurlabError, match="not fitted"):
         FailureDirections().decision_function(emb, labels)
