@@ -11,7 +11,8 @@ from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.spuco_mnist import colour_backgrounds, correlated_attributes, hue_palette
 from spurlab.models import make_model
 from spurlab.train.methods import compare_methods, get_method
-from spurlab.train.methods.dfr import balanced_subsample, fit_balanced_head
+from spurlab.metrics import worst_group_accuracy
+from spurlab.train.methods.dfr import balanced_subsample, fit_balanced_head, fit_balanced_heads, head_logits
 from spurlab.train.methods.groupdro import GroupDROLoss
 from spurlab.train.trainer import (InputScaler, TrainConfig, fit, group_balanced_sampler, predict,
                                    repeated_sampler, weighted_sampler)
@@ -136,6 +137,50 @@ def test_dfr_head_averages_its_draws():
     singles = [fit_balanced_head(feats, y, keys, 2, 1.0, n_draws=1, seed=s) for s in range(8)]
     assert not np.allclose(one[0], several[0])
     assert np.abs(several[0]).sum() > 0 and len(singles) == 8
+
+
+def three_class_features(seed: int = 0, n: int = 900):
+    """Three classes, a spurious attribute per class at 90%, nearly collinear core features."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    a = np.where(rng.random(n) < 0.9, y, rng.integers(0, 3, n))
+    core = np.eye(3)[y] * 0.8 + rng.normal(0, 1, (n, 3))
+    feats = np.hstack([core, core[:, :1] + rng.normal(0, 0.05, (n, 1)), np.eye(3)[a] * 2 + rng.normal(0, 0.3, (n, 3))])
+    return feats, y, y * 3 + a
+
+
+def test_dfr_fast_heads_equal_liblinears_per_c():
+    """The batched solver and liblinear (DFR's code) fit the same heads: same scores per C, hence the same C."""
+    feats, y, groups = three_class_features()
+    test_feats, test_y, test_groups = three_class_features(seed=1)
+    grid = [1.0, 0.3, 0.1, 0.03]
+    fast = fit_balanced_heads(feats, y, groups, 3, grid, n_draws=3, seed=0, solver="newton")
+    slow = fit_balanced_heads(feats, y, groups, 3, grid, n_draws=3, seed=0, solver="liblinear")
+    for (w_fast, b_fast), (w_slow, b_slow) in zip(fast, slow):
+        np.testing.assert_allclose(w_fast, w_slow, atol=2e-3)
+        np.testing.assert_allclose(b_fast, b_slow, atol=2e-3)
+        predicted = [head_logits(test_feats, head).argmax(1) for head in ((w_fast, b_fast), (w_slow, b_slow))]
+        same = predicted[0] == predicted[1]
+        assert same.mean() >= 0.995
+    scores = [[worst_group_accuracy(test_y, head_logits(test_feats, h).argmax(1), test_groups) for h in heads]
+              for heads in (fast, slow)]
+    assert np.argmax(scores[0]) == np.argmax(scores[1]) and scores[0] == pytest.approx(scores[1], abs=0.01)
+
+
+def test_dfr_fast_path_selects_the_same_c_and_predictions_as_liblinear():
+    """On DFR's own grid (1 ... 0.01). Above it, at C = 30 on 150 examples, liblinear's default tolerance stops
+    short of the optimum and one held-out example flips; liblinear at tol 1e-10 agrees with the fast path."""
+    splits = skewed_vectors()
+    base = get_method("erm", model="mlp", epochs=3, seed=0, lr=1e-2).fit(splits).model_
+    fitted = {solver: get_method("dfr", seed=0, base_model=base, n_draws=4, solver=solver,
+                                 C_grid=[1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01]).fit(splits)
+              for solver in ("newton", "liblinear")}
+    assert fitted["newton"].details_["C"] == fitted["liblinear"].details_["C"]
+    assert fitted["newton"].details_["C_scores"] == fitted["liblinear"].details_["C_scores"]
+    x_test = splits["test"].x
+    same = predict(fitted["newton"].model_, x_test, device="cpu") == predict(fitted["liblinear"].model_, x_test,
+                                                                             device="cpu")
+    assert same.mean() >= 0.99
 
 
 def test_dfr_refits_a_given_model_without_training_erm():
