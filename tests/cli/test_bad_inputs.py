@@ -342,6 +342,12 @@ def _fit_after(**settings):
     return method.fit({"train": None})
 
 
+def _directions(**params):
+    from spurlab.probes.directions import FailureDirections
+
+    return FailureDirections(**params).fit(np.eye(4), [0, 1, 0, 1], [0, 1, 1, 0])
+
+
 def _grouped(y=(0, 1, 0, 1), **kw):
     from spurlab.data.grouped import GroupedDataset
 
@@ -456,6 +462,10 @@ API_CASES = [
     (lambda root: _api("models.model_registry", "ModelSpec", "mlp", freeze="all"), ["ModelSpec", "'freeze'"]),
     (lambda root: _api("models.embedders", "EfficientNetLite0Embedder", image_size=16), ["'image_size'", "32"]),
     (lambda root: _api("models.embedders", "EfficientNetLite0Embedder", normalization="x"), ["'normalization'"]),
+    (lambda root: _directions(Cs=[0.0, 1.0]), ["FailureDirections", "'Cs'"]),
+    (lambda root: _directions(n_folds=1), ["'n_folds'"]),
+    (lambda root: _directions(loss="log"), ["'loss'", "'squared_hinge'"]),
+    (lambda root: _directions(n_threads=0), ["'n_threads'"]),
 ]
 
 
