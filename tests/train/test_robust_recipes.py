@@ -12,7 +12,8 @@ from spurlab.data.spuco_mnist import colour_backgrounds, correlated_attributes, 
 from spurlab.models import make_model
 from spurlab.train.methods import compare_methods, get_method
 from spurlab.metrics import worst_group_accuracy
-from spurlab.train.methods.dfr import balanced_subsample, fit_balanced_head, fit_balanced_heads, head_logits
+from spurlab.train.methods.dfr import (balanced_draws, balanced_subsample, fit_balanced_head, fit_balanced_heads,
+                                      head_logits)
 from spurlab.train.methods.groupdro import GroupDROLoss
 from spurlab.train.trainer import (InputScaler, TrainConfig, fit, group_balanced_sampler, predict,
                                    repeated_sampler, weighted_sampler)
@@ -125,6 +126,20 @@ def test_dfr_draws_are_group_balanced_and_differ():
     for idx in draws:
         assert np.bincount(keys[idx]).tolist() == [7, 7, 7, 7] and len(set(idx)) == len(idx)
     assert not np.array_equal(np.sort(draws[0]), np.sort(draws[1]))
+
+
+def test_dfr_draws_hold_the_smallest_group_times_the_groups_and_every_c_shares_them():
+    keys = np.repeat([0, 1, 2, 3, 4], [480, 470, 452, 505, 490])  # spuco-mnist's val: ~480 per group
+    draws = balanced_draws(keys, 4, seed=3)
+    rng = np.random.default_rng(3)
+    for idx in draws:
+        assert len(idx) == 452 * 5 and np.bincount(keys[idx]).tolist() == [452] * 5
+        np.testing.assert_array_equal(idx, balanced_subsample(keys, rng))  # one seeded stream, draw after draw
+    feats = np.random.default_rng(0).normal(size=(len(keys), 3)) + keys[:, None] * 0.5
+    y = keys % 2
+    together = fit_balanced_heads(feats, y, keys, 2, [1.0, 0.1], n_draws=2, seed=0, solver="liblinear")
+    alone = fit_balanced_heads(feats, y, keys, 2, [0.1], n_draws=2, seed=0, solver="liblinear")
+    np.testing.assert_array_equal(together[1][0], alone[0][0])  # C = 0.1 saw the same draws either way
 
 
 def test_dfr_head_averages_its_draws():
