@@ -12,7 +12,10 @@ Method settings beyond the budget, chosen before looking at test numbers:
   i.e. the same number of steps as the others' 5 epochs (SpuCo gave it 5 upsampled epochs, 5x more);
 * ``jtt``: the JTT paper's CelebA setting, first stage 1 epoch, error set upsampled 50x; second stage 5 epochs;
 * ``dfr``: the last layer of the same seed's ERM network refit (``base_model=``: ERM is not trained twice;
-  its fit time below adds ERM's), 20 balanced draws, C tuned on half of val over the paper's grid 1 ... 0.01;
+  its fit time below adds ERM's), 20 balanced draws, C tuned on half of val over the paper's grid 1 ... 0.01
+  (5 draws per C); the L1 heads by the batched solver (``solver="auto"`` picks it here; liblinear, the
+  authors' solver, would take hours per seed: ``benchmarks/bench_dfr_head.py``); its head stage's time is
+  ``details.head_time_s``;
 * ``failure_directions``: a 1-epoch base model, then 5 epochs with the flagged examples upweighted
   (``scheme=balanced``) by sampling (``by=sampler``); the first runs used loss weights (``by=loss``) and
   collapsed to chance (reported on their own line).
