@@ -327,11 +327,11 @@ def _ranked(**kw):
     return CriticalUnits(layers=["0"], indices=[0], scores=[1.0], **kw)
 
 
-def _api(module, name, *args, **kw):
-    """``spurlab.<module>.<name>(*args, **kw)``."""
+def _api(module, function, /, *args, **kw):
+    """``spurlab.<module>.<function>(*args, **kw)``."""
     from importlib import import_module
 
-    return getattr(import_module(f"spurlab.{module}"), name)(*args, **kw)
+    return getattr(import_module(f"spurlab.{module}"), function)(*args, **kw)
 
 
 def _fit_after(**settings):
@@ -466,6 +466,15 @@ API_CASES = [
     (lambda root: _directions(n_folds=1), ["'n_folds'"]),
     (lambda root: _directions(loss="log"), ["'loss'", "'squared_hinge'"]),
     (lambda root: _directions(n_threads=0), ["'n_threads'"]),
+    (lambda root: _api("data.synthetic", "easy_task", -1, 5), ["easy_task", "'n_maj'"]),
+    (lambda root: _api("data.synthetic", "duplication_counts", 4, 0.3), ["duplication_counts", "'p'", "0.5"]),
+    (lambda root: _api("data.synthetic", "structured_features", 10, core="cubic"), ["'core'", "'nonlinear'"]),
+    (lambda root: _api("data.synthetic", "gaussian_core_spurious", 0), ["'n'"]),
+    (lambda root: _api("data.synthetic", "split_dims", 10, 1.5), ["split_dims", "'alpha'"]),
+    (lambda root: _api("data.images", "build_image_splits", {}, ("a", "b"), name="x", val_fraction=1),
+     ["build_image_splits", "'val_fraction'"]),
+    (lambda root: _api("data.spuco_mnist", "build_spuco_mnist", root, strength=1.0), ["'strength'"]),
+    (lambda root: _api("data.spuco_mnist", "build_spuco_mnist", root, n_train=0), ["'n_train'"]),
 ]
 
 

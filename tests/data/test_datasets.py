@@ -67,7 +67,7 @@ def test_duplication_reaches_the_requested_share():
         assert majority == round(20 * p / (1 - p))
         assert len(np.unique(data.unique_id)) == 40  # the unique points are unchanged
     np.testing.assert_array_equal(duplication_counts(4, 0.75), [3, 3, 3, 3])
-    with pytest.raises(SpurlabError, match=r"must lie in \(0, 1\)"):
+    with pytest.raises(SpurlabError, match=r"parameter .p. must be a number in \[0.5, 1\)"):
         duplication_counts(4, 1.0)
 
 
@@ -102,7 +102,7 @@ def test_gaussian_core_spurious_and_queries():
     assert not np.allclose(fresh[:, :30], data.core)
     zero = spurious_query(data, "zero")
     assert (zero[:, :30] == 0).all()
-    with pytest.raises(SpurlabError, match=r"alpha must lie in \(0, 1\)"):
+    with pytest.raises(SpurlabError, match=r"parameter .alpha. must be a number in \(0, 1\)"):
         gaussian_core_spurious(n=5, d=10, alpha=1.5)
 
 

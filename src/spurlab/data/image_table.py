@@ -28,7 +28,7 @@ from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.images import SPLIT_CODES_BY_NAME, _carve_val
 from spurlab.data.lazy_images import FILE_IMAGE_CONSTRAINTS, ImageTransform, cache_folder, lazy_split_inputs
 from spurlab.errors import DataNotFoundError, SpurlabError
-from spurlab.params import Text, optional, probability
+from spurlab.params import Text, check_params, optional, probability
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -109,11 +109,13 @@ def _split_names(frame: pd.DataFrame, column: str, source: Path) -> np.ndarray:
     return names.to_numpy(dtype=object)
 
 
+FRACTIONS = ("val_fraction", "test_fraction")
+
+
 def _seeded_split(strata: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     """train/val/test per row, stratified by ``strata`` (the groups)."""
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= float(value) < 1.0:
-            raise SpurlabError(f"{name} must lie in [0, 1), got {value}")
+    val_fraction, test_fraction = check_params("image-table", {name: probability(closed="left") for name in FRACTIONS},
+                                               {"val_fraction": val_fraction, "test_fraction": test_fraction}).values()
     if val_fraction + test_fraction >= 1.0:
         raise SpurlabError(f"val_fraction + test_fraction must stay below 1, got {val_fraction + test_fraction}")
     rng = np.random.default_rng(seed)

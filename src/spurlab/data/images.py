@@ -22,7 +22,8 @@ from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import register_dataset, register_preset
 from spurlab.data.lazy_images import UInt8Images
 from spurlab.errors import DataNotFoundError, SpurlabError
-from spurlab.utils import atomic_path, check_probability
+from spurlab.params import check_params, optional, probability
+from spurlab.utils import atomic_path
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
@@ -175,6 +176,11 @@ def _carve_val(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tupl
     return np.setdiff1d(np.arange(len(y)), val_idx), val_idx
 
 
+# What build_image_splits accepts (spurlab.params), checked before any work (also when called without the registry).
+SPLIT_CONSTRAINTS = {"val_fraction": probability(closed="left"),
+                     "test_fraction": optional(probability(closed="neither")), "p": probability(closed="neither")}
+
+
 def build_image_splits(
     raw: dict[str, tuple[np.ndarray, np.ndarray]],
     class_names: tuple[str, ...],
@@ -204,15 +210,15 @@ def build_image_splits(
     ``raw`` has a ``train`` split and, unless ``test_fraction`` is given, a
     ``test`` split. Images are (N, H, W), (N, H, W, C) or (N, C, H, W).
     """
+    val_fraction, test_fraction = check_params("build_image_splits", SPLIT_CONSTRAINTS,
+                                               {"val_fraction": val_fraction, "test_fraction": test_fraction}).values()
     rng = np.random.default_rng(seed)
-    if not 0.0 <= val_fraction < 1.0:
-        raise SpurlabError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     groups = parse_classes(classes, len(class_names))
     names = task_class_names(groups, class_names)
     arrays = {k: map_classes(_as_nchw(img), lbl, groups) for k, (img, lbl) in raw.items()}
     if test_fraction is not None:
         img, lbl = arrays.pop("train")
-        rest, test_idx = _carve_val(lbl, check_probability("test_fraction", test_fraction), rng)
+        rest, test_idx = _carve_val(lbl, test_fraction, rng)
         arrays = {"train": (img[rest], lbl[rest]), "test": (img[test_idx], lbl[test_idx])}
     train_img, train_lbl = arrays["train"]
     keep = _take(n_train, len(train_lbl), rng)
@@ -230,7 +236,7 @@ def build_image_splits(
                            hint=f"known: {', '.join(inj.INJECTIONS)}")
     with_attr = spurious is not None and spurious not in inj.ATTRIBUTE_FREE
     if with_attr and not group_sizes:
-        p = check_probability("p", p)
+        p = check_params("build_image_splits", SPLIT_CONSTRAINTS, {"p": p})["p"]
     k_attrs = n_attrs or len(names)
     correlations = {"train": p, "val": val_correlation, "test": test_correlation}
     splits = {}

@@ -33,8 +33,7 @@ from spurlab.data.dataset_registry import register_dataset, register_preset
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.images import MNIST_CLASSES, map_classes, parse_classes, read_idx_dataset, task_class_names
 from spurlab.errors import SpurlabError
-from spurlab.params import Boolean, Interval, Options, Text, optional, positive_int, probability
-from spurlab.utils import check_probability
+from spurlab.params import Boolean, Interval, Options, Text, check_params, optional, positive_int, probability
 
 DIGIT_PAIRS = "0,1/2,3/4,5/6,7/8,9"
 # side of the top-left square the colour fills (None: the whole background)
@@ -110,29 +109,30 @@ def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Genera
 
 
 def _limit(n: int | None, total: int, rng: np.random.Generator) -> np.ndarray:
-    if n is None or int(n) >= total:
+    """All of ``total`` rows, or a seeded sample of ``n`` (checked >= 1 by SPUCO_CONSTRAINTS)."""
+    if n is None or n >= total:
         return np.arange(total)
-    if int(n) < 1:
-        raise SpurlabError(f"a size limit must be a positive number of images, got {n}")
-    return np.sort(rng.choice(total, size=int(n), replace=False))
+    return np.sort(rng.choice(total, size=n, replace=False))
+
+
+# What spuco-mnist accepts (spurlab.params): declared to the registry and checked again by the builder itself.
+SPUCO_CONSTRAINTS = {"classes": Text(), "strength": probability(closed="neither"),
+                     "difficulty": Options(*DIFFICULTY_SQUARE, *DIFFICULTY_ALIASES),
+                     "val_fraction": probability(closed="neither"), "n_train": optional(positive_int()),
+                     "n_test": optional(positive_int()), "download": Boolean(), "seed": Interval(int, 0)}
 
 
 @register_dataset("spuco-mnist", "SpuCoMNIST rebuilt: digit-pair classes, background colour as the spurious "
                   "attribute at strength 0.995 (train), group-balanced val (from MNIST train) and test",
-                  kind="image", needs_files=True,
-                  constraints={"classes": Text(), "strength": probability(),
-                               "difficulty": Options(*DIFFICULTY_SQUARE, *DIFFICULTY_ALIASES),
-                               "val_fraction": probability(closed="neither"), "n_train": optional(positive_int()),
-                               "n_test": optional(positive_int()), "download": Boolean(),
-                               "seed": Interval(int, 0)})
+                  kind="image", needs_files=True, constraints=SPUCO_CONSTRAINTS)
 def build_spuco_mnist(data_dir: Path, classes: str = DIGIT_PAIRS, strength: float = 0.995,
                       difficulty: str = "easy", val_fraction: float = 0.2, n_train: int | None = None,
                       n_test: int | None = None, download: bool = False, seed: int = 0) -> DatasetSplits:
     """The three splits; ``n_train``/``n_test`` subsample MNIST train/test first (quick runs, tests)."""
-    strength = check_probability("strength", strength)
+    strength, val_fraction, n_train, n_test = check_params(
+        "build_spuco_mnist", SPUCO_CONSTRAINTS,
+        {"strength": strength, "val_fraction": val_fraction, "n_train": n_train, "n_test": n_test}).values()
     difficulty = resolve_difficulty(difficulty)
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise SpurlabError(f"val_fraction must lie in (0, 1), got {val_fraction}")
     groups = parse_classes(classes, 10)
     names = task_class_names(groups, MNIST_CLASSES)
     k = len(groups)

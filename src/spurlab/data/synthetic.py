@@ -19,8 +19,7 @@ import numpy as np
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.dataset_registry import register_dataset
 from spurlab.errors import SpurlabError
-from spurlab.params import Interval, Options, footprint, optional, positive_int, probability
-from spurlab.utils import check_probability
+from spurlab.params import Interval, Options, check_params, footprint, optional, positive_int, probability
 
 SIGNED_NAMES = ("-1", "+1")
 ALIGNMENT_NAMES = ("x_sp<0", "x_sp>0")
@@ -31,10 +30,19 @@ def signed(y: np.ndarray) -> np.ndarray:
     return 2.0 * np.asarray(y, dtype=np.float64) - 1.0
 
 
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> int:
-    if int(value) != value or value < minimum:
-        raise SpurlabError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+# What the generators accept (spurlab.params), checked by name before any array is drawn.
+GENERATOR_CONSTRAINTS = {
+    "n_maj": Interval(int, 0, None), "n_min": Interval(int, 0, None), "D": positive_int(), "n": positive_int(),
+    "p": probability(closed="neither"), "alpha": probability(closed="neither"), "core": Options("linear", "nonlinear"),
+    "mode": Options("fresh", "zero"),
+    "duplicate_p": Interval(float, 0.5, 1, closed="left"),  # duplication can only raise the majority share
+}
+
+
+def _checked(owner: str, **values):
+    """``values`` checked by GENERATOR_CONSTRAINTS, in the order given (one value: itself)."""
+    checked = tuple(check_params(owner, GENERATOR_CONSTRAINTS, values).values())
+    return checked[0] if len(checked) == 1 else checked
 
 
 # ======================================================== ood-failure-modes
@@ -68,9 +76,7 @@ def easy_task(n_maj: int, n_min: int, D: int = 1000, margin: float = 0.1, B: flo
     other invariant coordinates are N(0, 1/D), and ``x_sp = +B y`` on the
     ``n_maj`` majority points and ``-B y`` on the ``n_min`` minority points.
     Classes are balanced inside each group (up to one point)."""
-    n_maj = _check_positive_int("n_maj", n_maj, 0)
-    n_min = _check_positive_int("n_min", n_min, 0)
-    D = _check_positive_int("D", D)
+    n_maj, n_min, D = _checked("easy_task", n_maj=n_maj, n_min=n_min, D=D)
     if n_maj + n_min == 0:
         raise SpurlabError("easy_task needs at least one point", hint="set n_maj or n_min > 0")
     rng = np.random.default_rng(seed)
@@ -85,9 +91,7 @@ def easy_task(n_maj: int, n_min: int, D: int = 1000, margin: float = 0.1, B: flo
 def duplication_counts(n_unique: int, p: float) -> np.ndarray:
     """Copies of each of ``n_unique`` majority points so that, with ``n_unique``
     minority points, the majority share is ``p`` (copies spread as evenly as possible)."""
-    p = check_probability("p", p)
-    if p < 0.5:
-        raise SpurlabError(f"duplication can only raise the majority share; p must be >= 0.5, got {p}")
+    p = check_params("duplication_counts", {"p": GENERATOR_CONSTRAINTS["duplicate_p"]}, {"p": p})["p"]
     total = int(round(n_unique * p / (1.0 - p)))
     base, extra = divmod(total, n_unique)
     return np.array([base + (i < extra) for i in range(n_unique)], dtype=np.int64)
@@ -134,7 +138,7 @@ def build_linear_skew(n_maj: int = 500, n_min: int = 20, p: float | None = None,
     ``n_min`` unique points of each group with the majority duplicated to ``duplicate_p``.
     """
     if p is not None:
-        p = check_probability("p", p)
+        p = _checked("build_linear_skew", p=p)
         total = n if n is not None else n_maj + n_min
         n_min = int(round((1.0 - p) * total))
         n_maj = total - n_min
@@ -173,11 +177,9 @@ def random_orthonormal(d_in: int, d_feat: int, rng: np.random.Generator) -> np.n
 def _core_features(y: np.ndarray, d_core: int, variant: str, rng: np.random.Generator) -> np.ndarray:
     if variant == "linear":
         return signed(y)[:, None] * rng.uniform(0.0, 1.0, size=(len(y), d_core))
-    if variant == "nonlinear":
-        direction = rng.normal(size=(len(y), d_core))
-        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-        return direction * np.where(y == 1, 1.0, 2.0)[:, None]
-    raise SpurlabError(f"unknown core variant {variant!r}", hint="use 'linear' or 'nonlinear'")
+    direction = rng.normal(size=(len(y), d_core))  # nonlinear
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return direction * np.where(y == 1, 1.0, 2.0)[:, None]
 
 
 def structured_features(n: int = 1000, d_core: int = 32, d_bg: int = 32, d_in: int = 256,
@@ -189,7 +191,7 @@ def structured_features(n: int = 1000, d_core: int = 32, d_bg: int = 32, d_in: i
     draws the shifted test background ``-s U[0, 1]^d_bg``. Pass the training
     ``transform`` to build test data in the same input space.
     """
-    n = _check_positive_int("n", n)
+    n, core = _checked("structured_features", n=n, core=core)
     rng = np.random.default_rng(seed)
     T = random_orthonormal(d_in, d_core + d_bg, rng) if transform is None else transform
     y = (np.arange(n) % 2).astype(np.int64)
@@ -243,7 +245,7 @@ class CoreSpuriousData:
 
 def split_dims(d: int, alpha: float) -> tuple[int, int]:
     """``(d_x, d_y)`` with ``d_y = round(alpha d)`` spurious coordinates."""
-    alpha = check_probability("alpha", alpha)
+    alpha = _checked("split_dims", alpha=alpha)
     d_y = int(round(alpha * d))
     if d_y < 1 or d_y >= d:
         raise SpurlabError(f"alpha={alpha} with d={d} leaves no core or no spurious coordinate")
@@ -253,7 +255,7 @@ def split_dims(d: int, alpha: float) -> tuple[int, int]:
 def gaussian_core_spurious(n: int, d: int = 1000, alpha: float = 0.5, seed: int = 0,
                            u: np.ndarray | None = None) -> CoreSpuriousData:
     """``x ~ N(0, I_dx)``, ``s ~ N(0, I_dy)``, label ``sign(u . x)`` with ``u ~ N(0, I/d_x)``."""
-    n = _check_positive_int("n", n)
+    n = _checked("gaussian_core_spurious", n=n)
     d_x, d_y = split_dims(d, alpha)
     rng = np.random.default_rng(seed)
     if u is None:
@@ -266,13 +268,12 @@ def gaussian_core_spurious(n: int, d: int = 1000, alpha: float = 0.5, seed: int 
 
 def spurious_query(data: CoreSpuriousData, mode: str = "fresh", seed: int = 0) -> np.ndarray:
     """``z^s = [x~, s]``: the spurious part kept, the core replaced by a fresh draw or zeros."""
+    mode = _checked("spurious_query", mode=mode)
     zs = data.z.copy()
     if mode == "fresh":
         zs[:, : data.d_core] = np.random.default_rng(seed).normal(size=(len(zs), data.d_core))
-    elif mode == "zero":
+    else:  # zero
         zs[:, : data.d_core] = 0.0
-    else:
-        raise SpurlabError(f"unknown spurious query mode {mode!r}", hint="use 'fresh' or 'zero'")
     return zs
 
 
