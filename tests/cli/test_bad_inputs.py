@@ -179,6 +179,7 @@ TRAIN_CASES = [
     (["train", "--method", "dfr", "--set", "C=-1", "--out", "{tmp}/out"], ["'C'"]),
     (["train", "--method", "erm", "--out", "{tmp}/afile"], ["--out", "afile"]),
     (["train", "--method", "erm", "--epochs", "0", "--out", "{tmp}/out"], ["epochs"]),
+    (["train", "--method", "erm", "--selection", "best", "--out", "{tmp}/out"], ["'selection'", "'worst_group'"]),
     (["train", "--method", "erm", "--dataset", "no-such-dataset", "--out", "{tmp}/out"], ["no-such-dataset"]),
 ]
 SWEEP_CASES = [
@@ -367,6 +368,7 @@ API_CASES = [
     (lambda root: _get_method("jtt", lambda_up=0), ["lambda_up"]),
     (lambda root: _get_method("failure_directions", scheme="x"), ["scheme"]),
     (lambda root: _get_method("erm", nosuch=1), ["nosuch"]),
+    (lambda root: _get_method("erm", selection="best"), ["method 'erm'", "'selection'", "'worst_group'"]),
     (lambda root: _load("linear-skew", n_min="abc"), ["n_min"]),
     (lambda root: _load("digits", p=0.9), ["'p'", "spurious"]),
     (lambda root: _load("digits", spurious="patch", test_correlation=2.0), ["test_correlation"]),

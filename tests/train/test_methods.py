@@ -168,7 +168,7 @@ def test_selection_criteria_and_their_label_needs():
     assert resolve_criterion("auto", None) == "last"
     with pytest.raises(SpurlabError, match="needs group labels"):
         resolve_criterion("worst_group", no_groups)
-    with pytest.raises(SpurlabError, match="unknown selection"):
+    with pytest.raises(SpurlabError, match="parameter .selection. must be one of"):
         resolve_criterion("best", splits["val"])
     y, pred, g = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), np.array([0, 1, 2, 3])
     assert selection_score("worst_group", y, pred, g) == 0.0

@@ -26,7 +26,7 @@ from torch import nn
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
-from spurlab.params import Interval, check_params, positive_int
+from spurlab.params import Interval, Options, check_params, positive_int
 from spurlab.models.model_registry import as_model_spec
 from spurlab.models.model_registry import resolve_model_name as registered_model_name
 from spurlab.models.penultimate import LinearHead, attach_head
@@ -34,11 +34,11 @@ from spurlab.train.methods.method_names import METHOD_MODULES, METHOD_NAMES, MET
 from spurlab.train.methods.hparams import (OPTIMIZER_SPACE, Hparam, check_hparam_names, space_constraints,
                                          space_defaults)
 from spurlab.train.feature_cache import embed_splits, logits_from_features, split_features
-from spurlab.train.methods.selection import EpochSelector, resolve_criterion
+from spurlab.train.methods.selection import CRITERIA, EpochSelector, resolve_criterion
 from spurlab.train.trainer import BatchLoss, Sampler, TrainConfig, fit, predict_logits
 from spurlab.utils import resolve_device, seed_everything
 
-SETTING_CONSTRAINTS = {"epochs": positive_int(), "seed": Interval(int, 0, None)}
+SETTING_CONSTRAINTS = {"epochs": positive_int(), "seed": Interval(int, 0, None), "selection": Options(*CRITERIA)}
 
 
 def resolve_model_name(model, input_shape: tuple[int, ...]) -> str:
@@ -67,10 +67,11 @@ class Method(ABC):
     def __init__(self, model: str = "auto", epochs: int = 20, selection: str = "auto", seed: int = 0,
                  device: str = "auto", **hparams: Any):
         check_hparam_names(self.name, self.hparam_space(), hparams)
-        settings = check_params(f"method {self.name!r}", SETTING_CONSTRAINTS, {"epochs": epochs, "seed": seed})
+        settings = check_params(f"method {self.name!r}", SETTING_CONSTRAINTS,
+                                {"epochs": epochs, "seed": seed, "selection": selection})
         self.model = model
         self.epochs = settings["epochs"]
-        self.selection = selection
+        self.selection = settings["selection"]
         self.seed = settings["seed"]
         self.device = device
         self.hparams = check_params(f"method {self.name!r}", space_constraints(self.hparam_space()), hparams)
@@ -129,8 +130,9 @@ class Method(ABC):
         if not has_split(splits, "train"):
             raise SpurlabError("the splits have no 'train' split", hint="pass a DatasetSplits from load_splits()")
         # the settings may have changed since construction (scikit-learn manners): their constraints again
-        self.epochs, self.seed = check_params(f"method {self.name!r}", SETTING_CONSTRAINTS,
-                                              {"epochs": self.epochs, "seed": self.seed}).values()
+        self.epochs, self.seed, self.selection = check_params(
+            f"method {self.name!r}", SETTING_CONSTRAINTS,
+            {"epochs": self.epochs, "seed": self.seed, "selection": self.selection}).values()
         train, val = splits["train"], splits["val"] if has_split(splits, "val") else None
         if len(train) == 0:
             raise SpurlabError("the training split is empty")

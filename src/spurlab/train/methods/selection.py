@@ -20,6 +20,7 @@ from torch import nn
 from spurlab import metrics
 from spurlab.data.grouped import GroupedDataset
 from spurlab.errors import SpurlabError
+from spurlab.params import Options, check_param
 
 CRITERIA = ("auto", "worst_group", "worst_class", "accuracy", "last")
 LABEL_FREE_CRITERIA = ("worst_class", "accuracy", "last")
@@ -27,8 +28,7 @@ LABEL_FREE_CRITERIA = ("worst_class", "accuracy", "last")
 
 def resolve_criterion(criterion: str, val: GroupedDataset | None) -> str:
     """The concrete criterion for ``val`` (``auto`` resolved), validated."""
-    if criterion not in CRITERIA:
-        raise SpurlabError(f"unknown selection criterion {criterion!r}", hint=f"use one of {', '.join(CRITERIA)}")
+    criterion = check_param("resolve_criterion", "selection", Options(*CRITERIA), criterion)
     if val is None:
         if criterion not in ("auto", "last"):
             raise SpurlabError(f"selection {criterion!r} needs a 'val' split, and the dataset has none",
