@@ -343,6 +343,14 @@ def _fit_after(**settings):
     return method.fit({"train": None})
 
 
+def _train(**config):
+    import torch
+
+    from spurlab.train.trainer import TrainConfig, fit
+
+    return fit(torch.nn.Linear(2, 2), np.zeros((4, 2), np.float32), np.array([0, 1, 0, 1]), TrainConfig(**config))
+
+
 def _directions(**params):
     from spurlab.probes.directions import FailureDirections
 
@@ -477,6 +485,9 @@ API_CASES = [
      ["build_image_splits", "'val_fraction'"]),
     (lambda root: _api("data.spuco_mnist", "build_spuco_mnist", root, strength=1.0), ["'strength'"]),
     (lambda root: _api("data.spuco_mnist", "build_spuco_mnist", root, n_train=0), ["'n_train'"]),
+    (lambda root: _train(optimizer="lbfgs"), ["TrainConfig", "'optimizer'", "'adamw'"]),
+    (lambda root: _train(epochs=0), ["TrainConfig", "'epochs'"]),
+    (lambda root: _train(checkpoint_every=-1), ["'checkpoint_every'"]),
 ]
 
 

@@ -19,9 +19,17 @@ from torch import nn
 
 from spurlab.errors import SpurlabError
 from spurlab.models.penultimate import float_batch
+from spurlab.params import Boolean, Interval, Options, check_param, check_params, positive_int
 from spurlab.utils import log, progress, resolve_device
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# What TrainConfig accepts (spurlab.params), checked by fit before any work.
+TRAIN_CONSTRAINTS = {
+    "epochs": positive_int(), "lr": Interval(float, 0, None, closed="neither"), "batch_size": positive_int(),
+    "optimizer": Options(*OPTIMIZERS), "momentum": Interval(float, 0, 1, closed="left"), "nesterov": Boolean(),
+    "weight_decay": Interval(float, 0, None), "seed": Interval(int, 0, None),
+    "checkpoint_every": Interval(int, 0, None),  # 0: never
+}
 # sampler(generator) -> the indices of one epoch, in order
 Sampler = Callable[[torch.Generator], torch.Tensor]
 # batch_loss(per-example losses, batch indices) -> the scalar to descend on
@@ -50,15 +58,13 @@ class TrainResult:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
+    optimizer = check_param("TrainConfig", "optimizer", TRAIN_CONSTRAINTS["optimizer"], cfg.optimizer)
+    if optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
+    if optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        nesterov = bool(cfg.nesterov) and cfg.momentum > 0  # torch refuses nesterov without momentum
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=nesterov)
-    raise SpurlabError(f"unknown optimizer {cfg.optimizer!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")
+    nesterov = bool(cfg.nesterov) and cfg.momentum > 0  # sgd; torch refuses nesterov without momentum
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=nesterov)
 
 
 # ------------------------------------------------------------------ inputs, one batch at a time
@@ -148,8 +154,7 @@ def fit(model: nn.Module, x, y: np.ndarray, cfg: TrainConfig | None = None,
     device = resolve_device(cfg.device)
     if len(x) != len(y):
         raise SpurlabError(f"x has {len(x)} rows but y has {len(y)}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise SpurlabError(f"unknown optimizer {cfg.optimizer!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")
+    check_params("TrainConfig", TRAIN_CONSTRAINTS, {name: getattr(cfg, name) for name in TRAIN_CONSTRAINTS})
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(device)
