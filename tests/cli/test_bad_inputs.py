@@ -488,6 +488,11 @@ API_CASES = [
     (lambda root: _train(optimizer="lbfgs"), ["TrainConfig", "'optimizer'", "'adamw'"]),
     (lambda root: _train(epochs=0), ["TrainConfig", "'epochs'"]),
     (lambda root: _train(checkpoint_every=-1), ["'checkpoint_every'"]),
+    (lambda root: _api("probes.unit_evidence", "build_interventions", [], ["zap"], [1]), ["'modes'", "zap"]),
+    (lambda root: _api("probes.unit_evidence", "build_interventions", [], ["zero"], [0]), ["'ks'"]),
+    (lambda root: _api("probes.contamination", "background_probe_accuracy", np.eye(4), [0, 1, 0, 1], kind="svm"),
+     ["background_probe_accuracy", "'kind'"]),
+    (lambda root: _api("sweep.executors", "make_executor", "slurm"), ["make_executor", "'kind'", "'ray'"]),
 ]
 
 

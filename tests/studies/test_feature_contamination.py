@@ -126,7 +126,7 @@ def test_background_probes():
     assert background_variance_share(separated, domains) > 0.5 > background_variance_share(noise, domains)
     probe = LinearProbe().fit(separated, domains)
     assert probe.score(separated, domains) > 0.95
-    with pytest.raises(SpurlabError, match="background probe"):
+    with pytest.raises(SpurlabError, match="parameter .kind. must be one of"):
         background_probe_accuracy(separated, domains, kind="svm")
     with pytest.raises(SpurlabError, match="not fitted"):
         LinearProbe().predict(separated)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, Options, check_params, probability
 from spurlab.utils import as_numpy, check_finite, check_labels, check_same_length
 
 
@@ -139,6 +140,10 @@ def background_probe_accuracy(z: np.ndarray, background: np.ndarray, kind: str =
     models it often decodes the background almost perfectly from any representation.
     The split is stratified; chance is ``1 / n_backgrounds`` for balanced backgrounds.
     """
+    kind, test_fraction, C = check_params(
+        "background_probe_accuracy", {"kind": Options("centroid", "logistic"), "test_fraction": probability("neither"),
+                                      "C": Interval(float, 0, None, closed="neither")},
+        {"kind": kind, "test_fraction": test_fraction, "C": C}).values()
     from sklearn.model_selection import train_test_split
 
     z, background = _probe_inputs(z, background)
@@ -146,9 +151,7 @@ def background_probe_accuracy(z: np.ndarray, background: np.ndarray, kind: str =
                                               stratify=background)
     if kind == "logistic":
         return LinearProbe(C=C, seed=seed).fit(z_tr, b_tr).score(z_te, b_te)
-    if kind != "centroid":
-        raise SpurlabError(f"unknown background probe {kind!r}", hint="use 'centroid' or 'logistic'")
-    labels = np.unique(b_tr)
+    labels = np.unique(b_tr)  # centroid
     means = np.stack([z_tr[b_tr == b].mean(axis=0) for b in labels])
     dist = (z_te ** 2).sum(1)[:, None] - 2.0 * z_te @ means.T + (means ** 2).sum(1)[None]
     return float(np.mean(labels[dist.argmin(axis=1)] == b_te))

@@ -26,6 +26,7 @@ from spurlab.models.editing import MODES, Intervention, rewind_reference
 from spurlab.models.batched_edits import evaluate_interventions
 from spurlab.models.layers import model_device
 from spurlab.models.units import CriticalUnits
+from spurlab.params import Interval, NumberList, OptionList, check_params, positive_int
 
 KEYS = ["unit_set", "selector", "target_group", "mode", "k", "sigma", "rewind_epochs", "fraction"]
 
@@ -74,9 +75,10 @@ def build_interventions(unit_sets: Sequence[UnitSet], modes: Sequence[str], ks: 
     Channel selections are cut at each ``k``; a single-weight selection is
     applied whole (its ``k`` is its size).
     """
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise SpurlabError(f"unknown intervention mode(s) {unknown}", hint=f"use {', '.join(MODES)}")
+    modes, ks, sigmas, repeats = check_params(
+        "build_interventions", {"modes": OptionList(*MODES, min_len=0), "ks": NumberList(positive_int(), min_len=0),
+                                "sigmas": NumberList(Interval(float, 0, None), min_len=0), "repeats": positive_int()},
+        {"modes": modes, "ks": ks, "sigmas": sigmas, "repeats": repeats}).values()
     if "rewind" in modes and not rewinds:
         raise SpurlabError("the rewind mode needs checkpoints", hint="pass rewinds={epochs_back: state_dict}")
     out = []

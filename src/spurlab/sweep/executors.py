@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from spurlab.errors import SpurlabError
-from spurlab.params import Interval, check_param, optional
+from spurlab.params import Interval, Options, check_param, optional
 from spurlab.utils import to_jsonable
 
 EXECUTORS = ("local", "ray")
@@ -280,8 +280,7 @@ def _driver_python_path() -> str:
 
 def make_executor(kind: str = "local", workers: int | None = None, address: str | None = None):
     """The executor named ``kind`` (``local`` or ``ray``)."""
-    if kind not in EXECUTORS:
-        raise SpurlabError(f"unknown executor {kind!r}", hint="use local or ray")
+    kind = check_param("make_executor", "kind", Options(*EXECUTORS), kind)
     if kind == "local":
         if address:
             raise SpurlabError("--address is a Ray cluster address", hint="add --executor ray")
