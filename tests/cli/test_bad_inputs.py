@@ -493,6 +493,12 @@ API_CASES = [
     (lambda root: _api("probes.contamination", "background_probe_accuracy", np.eye(4), [0, 1, 0, 1], kind="svm"),
      ["background_probe_accuracy", "'kind'"]),
     (lambda root: _api("sweep.executors", "make_executor", "slurm"), ["make_executor", "'kind'", "'ray'"]),
+    (lambda root: _api("data.planted", "planted_subgroups", n_classes=1), ["planted_subgroups", "'n_classes'"]),
+    (lambda root: _api("data.planted", "planted_subgroups", n_classes=4, dim=6), ["'dim'", "2 * n_classes"]),
+    (lambda root: _api("data.cifar", "find_cifar", root, layout="zip"), ["find_cifar", "'layout'"]),
+    (lambda root: _api("data.cifar", "reduce_subclasses", np.zeros(3), [0], 1.5, 0), ["'subclass_fraction'"]),
+    (lambda root: _api("data.replicas", "cifar_replica_arrays", "cifar11"), ["'variant'", "'cifar100'"]),
+    (lambda root: _api("data.replicas", "write_cifar_replica", root, layout="zip"), ["'layout'"]),
 ]
 
 

@@ -32,8 +32,7 @@ from spurlab.data.images import build_image_splits
 from spurlab.data.dataset_registry import register_dataset, register_preset
 from spurlab.data.safe_pickle import load_plain_pickle
 from spurlab.errors import DataNotFoundError, SpurlabError
-from spurlab.params import Options, probability
-from spurlab.utils import check_probability
+from spurlab.params import Options, check_param, check_params, probability
 
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32
@@ -79,10 +78,8 @@ class CifarArchive:
 # ------------------------------------------------------------------ finding the files
 def find_cifar(data_dir: Path, variant: str = "cifar10", layout: str = "auto") -> tuple[str, Path]:
     """``(layout, folder)`` of the first complete CIFAR layout under ``data_dir``."""
-    if variant not in FOLDERS:
-        raise SpurlabError(f"unknown CIFAR variant {variant!r}", hint="use 'cifar10' or 'cifar100'")
-    if layout not in LAYOUTS:
-        raise SpurlabError(f"unknown CIFAR layout {layout!r}", hint=f"use one of {', '.join(LAYOUTS)}")
+    variant, layout = check_params("find_cifar", {"variant": Options(*FOLDERS), "layout": Options(*LAYOUTS)},
+                                   {"variant": variant, "layout": layout}).values()
     data_dir = Path(data_dir)
     candidates = ("binary", "python") if layout == "auto" else (layout,)
     for kind in candidates:
@@ -275,7 +272,7 @@ def choose_reduced_subclasses(fine: np.ndarray, coarse: np.ndarray, spec: Any,
 
 def reduce_subclasses(fine: np.ndarray, reduced: list[int], fraction: float, seed: int) -> np.ndarray:
     """Indices kept when only ``fraction`` of each reduced fine class stays (seeded, in order)."""
-    fraction = check_probability("subclass_fraction", fraction, closed=True)
+    fraction = check_param("reduce_subclasses", "subclass_fraction", probability(), fraction)
     rng = np.random.default_rng([seed, 104729])
     drop = []
     for f in reduced:

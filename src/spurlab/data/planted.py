@@ -12,16 +12,22 @@ import numpy as np
 from spurlab.data.grouped import DatasetSplits, GroupedDataset
 from spurlab.data.injections import plan_attributes
 from spurlab.errors import SpurlabError
-from spurlab.utils import check_probability
+from spurlab.params import Interval, check_params, positive_int, probability
+
+
+# What planted_subgroups accepts (spurlab.params), checked before any array is drawn.
+PLANTED_CONSTRAINTS = {"p": probability(closed="neither"), "n_classes": Interval(int, 2, None), "dim": positive_int()}
 
 
 def planted_subgroups(n_train: int = 2000, n_val: int = 1000, n_pool: int = 1000, n_test: int = 2000,
                       n_classes: int = 2, dim: int = 32, p: float = 0.9, core: float = 1.0,
                       spurious: float = 2.0, noise: float = 1.0, seed: int = 0) -> DatasetSplits:
     """Splits ``train``, ``val``, ``pool`` (attribute correlation ``p``) and ``test`` (balanced)."""
-    p = check_probability("p", p)
-    if n_classes < 2 or dim < 2 * n_classes:
-        raise SpurlabError(f"need n_classes >= 2 and dim >= 2 * n_classes, got {n_classes} and {dim}")
+    p, n_classes, dim = check_params("planted_subgroups", PLANTED_CONSTRAINTS,
+                                     {"p": p, "n_classes": n_classes, "dim": dim}).values()
+    if dim < 2 * n_classes:
+        raise SpurlabError(f"planted_subgroups: parameter 'dim' must be at least 2 * n_classes = {2 * n_classes}, "
+                           f"got {dim}", hint="one direction per class and one per attribute value")
     rng = np.random.default_rng(seed)
     basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
     class_dirs, attr_dirs = basis[:n_classes], basis[n_classes:2 * n_classes]

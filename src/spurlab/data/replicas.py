@@ -27,6 +27,7 @@ import pandas as pd
 from spurlab.data.cifar import FOLDERS, CifarSplit
 from spurlab.data.cifar_names import CIFAR10_CLASSES, CIFAR100_COARSE, CIFAR100_FINE, cifar100_coarse_of_fine
 from spurlab.errors import SpurlabError
+from spurlab.params import Options, check_param, check_params, positive_int
 from spurlab.utils import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 CELEBA_ATTRIBUTES = (
@@ -141,10 +142,9 @@ def _emit_array(array: np.ndarray, out: bytearray) -> None:
 def cifar_replica_arrays(variant: str = "cifar10", n_train: int = 250, n_test: int = 100,
                          seed: int = 0) -> dict[str, CifarSplit]:
     """Balanced labels and images of a per-class colour plus uniform noise, as the archives store them."""
-    if variant not in FOLDERS:
-        raise SpurlabError(f"unknown CIFAR variant {variant!r}", hint="use 'cifar10' or 'cifar100'")
-    if n_train < 1 or n_test < 1:
-        raise SpurlabError("a replica needs n_train >= 1 and n_test >= 1")
+    variant, n_train, n_test = check_params(
+        "cifar_replica_arrays", {"variant": Options(*FOLDERS), "n_train": positive_int(), "n_test": positive_int()},
+        {"variant": variant, "n_train": n_train, "n_test": n_test}).values()
     rng = np.random.default_rng(seed)
     names = CIFAR10_CLASSES if variant == "cifar10" else CIFAR100_FINE
     colours = rng.integers(40, 216, size=(len(names), 3), dtype=np.int16)
@@ -162,8 +162,7 @@ def cifar_replica_arrays(variant: str = "cifar10", n_train: int = 250, n_test: i
 def write_cifar_replica(data_dir: str | Path, variant: str = "cifar10", layout: str = "both", n_train: int = 250,
                         n_test: int = 100, seed: int = 0) -> Replica:
     """Write a CIFAR-10 or CIFAR-100 replica in the binary and/or Python layout under ``data_dir``."""
-    if layout not in ("binary", "python", "both"):
-        raise SpurlabError(f"unknown layout {layout!r}", hint="use 'binary', 'python' or 'both'")
+    layout = check_param("write_cifar_replica", "layout", Options("binary", "python", "both"), layout)
     data_dir = Path(data_dir)
     arrays = cifar_replica_arrays(variant, n_train, n_test, seed)
     kinds = ("binary", "python") if layout == "both" else (layout,)
