@@ -248,12 +248,3 @@ def check_labels(name: str, labels: np.ndarray, n_classes: int | None = None, wh
             hint=f"labels must lie in 0..{n_classes - 1}",
         )
     return labels
-
-
-def check_probability(name: str, value: float, *, closed: bool = False) -> float:
-    value = float(value)
-    ok = 0.0 <= value <= 1.0 if closed else 0.0 < value < 1.0
-    if not ok:
-        interval = "[0, 1]" if closed else "(0, 1)"
-        raise SpurlabError(f"{name} must lie in {interval}, got {value}")
-    return value

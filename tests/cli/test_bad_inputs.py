@@ -499,6 +499,8 @@ API_CASES = [
     (lambda root: _api("data.cifar", "reduce_subclasses", np.zeros(3), [0], 1.5, 0), ["'subclass_fraction'"]),
     (lambda root: _api("data.replicas", "cifar_replica_arrays", "cifar11"), ["'variant'", "'cifar100'"]),
     (lambda root: _api("data.replicas", "write_cifar_replica", root, layout="zip"), ["'layout'"]),
+    (lambda root: _api("data.injections", "resolve_correlation", "upside", 0.9, 2), ["'correlation'", "'reversed'"]),
+    (lambda root: _api("data.injections", "resolve_correlation", 1.5, 0.9, 2), ["'correlation'", "1.5"]),
 ]
 
 

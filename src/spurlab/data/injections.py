@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from spurlab.errors import SpurlabError, UnknownNameError
-from spurlab.params import AnyOf, Boolean, Interval, Options, optional, positive_int, probability
-from spurlab.utils import check_probability
+from spurlab.params import AnyOf, Boolean, Interval, Options, check_param, optional, positive_int, probability
 
 # Distinct RGB colours; attribute c uses PALETTE[c].
 PALETTE = np.array([
@@ -38,20 +37,13 @@ BRICK_RED = np.array([150, 50, 50]) / 255.0
 # ------------------------------------------------------------------ group plans
 def resolve_correlation(correlation: float | str, train_p: float, n_attrs: int) -> float | None:
     """``"same"`` -> p, ``"reversed"`` -> 1 - p, ``"balanced"`` -> None (uniform), else a float."""
-    if isinstance(correlation, str):
-        key = correlation.lower()
-        if key == "same":
-            return train_p
-        if key == "reversed":
-            return 1.0 - train_p
-        if key == "balanced":
-            return None
-        try:
-            correlation = float(key)
-        except ValueError:
-            raise SpurlabError(f"unknown correlation {correlation!r}",
-                               hint="use a number in [0, 1], 'same', 'reversed' or 'balanced'") from None
-    return check_probability("correlation", correlation, closed=True)
+    key = correlation.strip().lower() if isinstance(correlation, str) else correlation
+    correlation = check_param("resolve_correlation", "correlation", CORRELATION, key)
+    if correlation == "same":
+        return train_p
+    if correlation == "reversed":
+        return 1.0 - train_p
+    return None if correlation == "balanced" else correlation
 
 
 def _spread(n: int, k: int) -> np.ndarray:
