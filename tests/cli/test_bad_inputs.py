@@ -357,6 +357,12 @@ def _directions(**params):
     return FailureDirections(**params).fit(np.eye(4), [0, 1, 0, 1], [0, 1, 1, 0])
 
 
+def _from_arrays(**kw):
+    from spurlab.data.grouped import DatasetSplits
+
+    return DatasetSplits.from_arrays(np.zeros((4, 2)), [0, 1, 0, 1], **kw)
+
+
 def _grouped(y=(0, 1, 0, 1), **kw):
     from spurlab.data.grouped import GroupedDataset
 
@@ -501,6 +507,10 @@ API_CASES = [
     (lambda root: _api("data.replicas", "write_cifar_replica", root, layout="zip"), ["'layout'"]),
     (lambda root: _api("data.injections", "resolve_correlation", "upside", 0.9, 2), ["'correlation'", "'reversed'"]),
     (lambda root: _api("data.injections", "resolve_correlation", 1.5, 0.9, 2), ["'correlation'", "1.5"]),
+    (lambda root: _from_arrays(fractions=(0.5, 0.5)), ["from_arrays", "'fractions'", "at least 3"]),
+    (lambda root: _from_arrays(fractions=(0.5, 0.5, 0.5)), ["'fractions'", "summing to 1"]),
+    (lambda root: _from_arrays(fractions=(0.6, 0.6, -0.2)), ["'fractions'"]),
+    (lambda root: _from_arrays(seed=-1), ["'seed'"]),
 ]
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from spurlab.data.lazy_images import is_lazy
 from spurlab.errors import SpurlabError
+from spurlab.params import Interval, NumberList, check_params, probability
 from spurlab.utils import check_finite, check_labels, check_same_length
 
 
@@ -302,6 +303,11 @@ class DatasetSplits(Mapping[str, GroupedDataset]):
 
         >>> splits = DatasetSplits.from_arrays(x, y, attributes=background, split=split)  # doctest: +SKIP
         """
+        owner = "DatasetSplits.from_arrays"
+        fractions, seed = check_params(owner, FROM_ARRAYS_CONSTRAINTS, {"fractions": fractions, "seed": seed}).values()
+        if len(fractions) != 3 or not np.isclose(sum(fractions), 1.0):
+            raise SpurlabError(f"{owner}: parameter 'fractions' must be three shares (train, val, test) summing to 1, "
+                               f"got {fractions}", hint="e.g. fractions=(0.6, 0.2, 0.2)")
         y, class_names = _coded("y", y, class_names)
         a, attr_names = (None, ()) if attributes is None else _coded("attributes", attributes, attr_names)
         full = GroupedDataset(x=x, y=y, a=a, class_names=class_names, attr_names=attr_names, metadata=metadata,
@@ -368,6 +374,11 @@ def _coded(what: str, values, names) -> tuple[np.ndarray, tuple[str, ...]]:
     return codes.astype(np.int64), tuple(uniques.tolist())
 
 
+# What from_arrays accepts beyond the arrays (spurlab.params); three fractions summing to 1 is a rule across them.
+FROM_ARRAYS_CONSTRAINTS = {"fractions": NumberList(probability(), min_len=3, scalar=False),
+                           "seed": Interval(int, 0, None)}
+
+
 def _split_per_example(split, groups: np.ndarray, n: int, seed: int,
                        fractions: tuple[float, float, float]) -> np.ndarray:
     if split is not None:
@@ -380,9 +391,6 @@ def _split_per_example(split, groups: np.ndarray, n: int, seed: int,
                 raise SpurlabError(f"split codes {bad} are not 0 (train), 1 (val) or 2 (test)")
             return np.array([SPLIT_NAMES_BY_CODE[int(v)] for v in split])
         return split.astype(str)
-    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise SpurlabError(f"fractions must be three non-negative shares (train, val, test) summing to 1, "
-                           f"got {fractions}")
     rng = np.random.default_rng(seed)
     names = np.empty(n, dtype=object)
     for g in np.unique(groups):
