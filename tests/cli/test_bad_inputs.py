@@ -180,6 +180,7 @@ TRAIN_CASES = [
     (["train", "--method", "erm", "--out", "{tmp}/afile"], ["--out", "afile"]),
     (["train", "--method", "erm", "--epochs", "0", "--out", "{tmp}/out"], ["epochs"]),
     (["train", "--method", "erm", "--selection", "best", "--out", "{tmp}/out"], ["'selection'", "'worst_group'"]),
+    (["train", "--method", "erm", "--trials", "0", "--out", "{tmp}/out"], ["'n_trials'"]),
     (["train", "--method", "erm", "--dataset", "no-such-dataset", "--out", "{tmp}/out"], ["no-such-dataset"]),
 ]
 SWEEP_CASES = [

@@ -85,9 +85,12 @@ def run_training(method: str, dataset: str = "spurious-digits", out_dir: str | P
     """Load ``dataset``, fit ``method`` (best of ``n_trials`` on validation), write the outputs."""
     from spurlab.data.dataset_registry import load_splits
     from spurlab.runs import default_out_dir
+    from spurlab.params import check_params
     from spurlab.train.methods import get_method, tune_method
+    from spurlab.train.methods.compare import TRIAL_CONSTRAINTS
 
     get_method(method, model=model, epochs=epochs, selection=selection, **dict(hparams or {}))
+    check_params("run_training", TRIAL_CONSTRAINTS, {"n_trials": n_trials, "seed": seed})  # before the data load
     start = time.perf_counter()
     splits = load_splits(dataset, data_dir=data_dir, seed=seed, **dict(dataset_params or {}))
     load_s = time.perf_counter() - start
