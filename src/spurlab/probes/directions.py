@@ -25,7 +25,7 @@ from spurlab.utils import atomic_path, check_finite, check_labels, check_same_le
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-6, 0, 7))
 FORMAT_VERSION = 1
 LOSSES = ("hinge", "squared_hinge")
-ROW_CHUNK = 16384  # rows standardized and scored at a time (bounded temporaries on a large split)
+ROW_CHUNK = 4096  # rows checked, standardized and scored at a time (bounded temporaries on a large split)
 FOLD_RULES = ("ordered", "shuffled")
 
 
@@ -179,7 +179,8 @@ class FailureDirections:
                                hint="flatten or pool your features to one vector per example")
         if len(emb) == 0:
             raise SpurlabError(f"{name} is empty", hint="pass at least one example per class")
-        check_finite(name, emb)
+        if not all(np.isfinite(emb[s:s + ROW_CHUNK]).all() for s in range(0, len(emb), ROW_CHUNK)):
+            check_finite(name, emb)  # names the count of bad values
         if hasattr(self, "n_features_in_") and emb.shape[1] != self.n_features_in_:
             raise SpurlabError(f"{name} has {emb.shape[1]} dimensions, the directions were fit on "
                                f"{self.n_features_in_}", hint="use embeddings from the same encoder")
