@@ -358,6 +358,9 @@ def _directions(**params):
     return FailureDirections(**params).fit(np.eye(4), [0, 1, 0, 1], [0, 1, 1, 0])
 
 
+OOD_IMAGES = "studies.ood_failure_modes.ood_images"
+
+
 def _from_arrays(**kw):
     from spurlab.data.grouped import DatasetSplits
 
@@ -512,6 +515,10 @@ API_CASES = [
     (lambda root: _from_arrays(fractions=(0.5, 0.5, 0.5)), ["'fractions'", "summing to 1"]),
     (lambda root: _from_arrays(fractions=(0.6, 0.6, -0.2)), ["'fractions'"]),
     (lambda root: _from_arrays(seed=-1), ["'seed'"]),
+    (lambda root: _api(OOD_IMAGES, "ImageSpec", optimizer="lbfgs"), ["ImageSpec", "'optimizer'"]),
+    (lambda root: _api(OOD_IMAGES, "ImageSpec", spurious="noise_frame"), ["image_spurious", "label-correlated"]),
+    (lambda root: _api(OOD_IMAGES, "images_experiment", [], ["mlp"], ["melt"], [0], None, 1, [1], 1, [0.9], [1], 1),
+     ["images_experiment", "'modes'", "melt"]),
 ]
 
 

@@ -245,7 +245,7 @@ def test_image_runs_train_on_copies_until_every_unique_point_is_fitted():
                           ps=[], norm_ns=[10], n_test=10)
     with pytest.raises(SpurlabError, match="label-correlated"):
         ImageSpec(spurious="noise_frame")
-    with pytest.raises(SpurlabError, match="image model"):
+    with pytest.raises(SpurlabError, match="parameter .models. must be a list"):
         images_experiment(["digits"], ["resnet"], ["norm"], [0], spec, n_maj=0, n_mins=[], n_unique=1, ps=[],
                           norm_ns=[10], n_test=10)
 

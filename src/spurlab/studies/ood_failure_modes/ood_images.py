@@ -38,6 +38,7 @@ from spurlab.data import injections as inj
 from spurlab.data.dataset_registry import get_entry, load_splits
 from spurlab.data.synthetic import duplication_counts
 from spurlab.errors import SpurlabError
+from spurlab.params import OptionList, Options, check_param, check_params
 from spurlab.models import make_model
 from spurlab.models.small_convnet import small_convnet
 from spurlab.train.engines.fit_to_data import FitConfig, FitReport, train_to_fit
@@ -88,12 +89,8 @@ class ImageSpec:
             usable = [k for k in inj.INJECTIONS if k not in inj.ATTRIBUTE_FREE]
             raise SpurlabError(f"image_spurious={self.spurious!r} cannot carry a label-correlated attribute",
                                hint=f"use one of {', '.join(usable)}")
-        if self.duplication not in DUPLICATION_MODES:
-            raise SpurlabError(f"unknown duplication mode {self.duplication!r}",
-                               hint=f"use one of {', '.join(DUPLICATION_MODES)}")
-        if self.optimizer not in IMAGE_OPTIMIZERS:
-            raise SpurlabError(f"unknown image optimizer {self.optimizer!r}",
-                               hint=f"use one of {', '.join(IMAGE_OPTIMIZERS)} (plain sgd is the paper's GD)")
+        check_params("ImageSpec", {"duplication": Options(*DUPLICATION_MODES), "optimizer": Options(*IMAGE_OPTIMIZERS)},
+                     {"duplication": self.duplication, "optimizer": self.optimizer})  # plain sgd is the paper's GD
         if not 0 <= self.norm_steps <= self.max_steps:
             raise SpurlabError(f"image_norm_steps must lie in [0, image_max_steps={self.max_steps}] "
                                f"(0: the steps the smallest n needs to fit), got {self.norm_steps}")
@@ -186,8 +183,7 @@ def norm_sets(pool: ImagePool, ns: Sequence[int], seed: int):
 # ------------------------------------------------------------------ training
 def image_network(name: str, input_shape: tuple[int, ...], spec: ImageSpec, seed: int) -> torch.nn.Module:
     """``convnet``: the small conv16-conv32-fc256 net; ``mlp`` / ``cnn``: the registered nets."""
-    if name not in IMAGE_MODELS:
-        raise SpurlabError(f"unknown image model {name!r}", hint=f"use one of {', '.join(IMAGE_MODELS)}")
+    name = check_param("image_network", "name", Options(*IMAGE_MODELS), name)
     if name == "convnet":
         return small_convnet(input_shape, 2, seed=seed)
     return make_model(name, input_shape, 2, seed=seed, hidden=spec.mlp_hidden, channels=spec.cnn_channels)
@@ -231,12 +227,9 @@ def images_experiment(datasets: Sequence[str], models: Sequence[str], modes: Seq
                       spec: ImageSpec, n_maj: int, n_mins: Sequence[int], n_unique: int, ps: Sequence[float],
                       norm_ns: Sequence[int], n_test: int, data_dir=None) -> tuple[pd.DataFrame, list[str]]:
     """Every (dataset, model, mode, setting, seed) run; long rows and notes."""
-    unknown = sorted(set(modes) - set(IMAGE_MODES))
-    if unknown:
-        raise SpurlabError(f"unknown image mode(s) {unknown}", hint=f"use {', '.join(IMAGE_MODES)}")
-    bad_models = sorted(set(models) - set(IMAGE_MODELS))
-    if bad_models:
-        raise SpurlabError(f"unknown image model(s) {bad_models}", hint=f"use {', '.join(IMAGE_MODELS)}")
+    modes, models = check_params("images_experiment", {"modes": OptionList(*IMAGE_MODES, min_len=0),
+                                                       "models": OptionList(*IMAGE_MODELS, min_len=0)},
+                                 {"modes": modes, "models": models}).values()
     n_pool = max([n_maj + max(n_mins, default=0) if "geometric" in modes else 0,
                   2 * n_unique if "statistical" in modes else 0,
                   max(norm_ns, default=0) if "norm" in modes else 0])
