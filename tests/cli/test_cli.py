@@ -37,9 +37,9 @@ def test_bad_set_syntax():
 
 def test_audit_bad_input():
     bad = runner.invoke(app, ["audit", "--skip", "everything"])
-    assert bad.exit_code == 2 and "cannot skip" in bad.output
+    assert bad.exit_code == 2 and "parameter 'skip' must be" in bad.output
     unknown = runner.invoke(app, ["audit", "--methods", "erm,magic"])
-    assert unknown.exit_code == 2 and "unknown method" in unknown.output
+    assert unknown.exit_code == 2 and "magic" in unknown.output and "method" in unknown.output
 
 
 def test_a_warning_is_one_line_without_the_source_echo(capsys):
