@@ -49,7 +49,7 @@ def t_half_width(std: np.ndarray, n: np.ndarray, level: float = 0.95) -> np.ndar
 
 def _hashable(frame: pd.DataFrame) -> pd.DataFrame:
     """Lists or dicts inside cells (from a run's rows) become their JSON text so they can group."""
-    for col in frame.select_dtypes(include="object").columns:
+    for col in [c for c in frame.columns if frame[c].dtype == object]:
         if frame[col].map(lambda v: isinstance(v, (list, dict))).any():
             frame[col] = frame[col].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
     return frame
