@@ -181,6 +181,20 @@ def log(message: str) -> None:
         _line(message)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` inside the block (unchanged when ``n`` is None), then restored."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def available_memory_bytes() -> int | None:
     """Memory the OS can give this process now (``MemAvailable`` on Linux), or None when unknown."""
     try:

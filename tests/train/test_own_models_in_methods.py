@@ -125,3 +125,28 @@ def test_efficientnet_lite0_frozen_with_dfr_on_a_waterbirds_replica_reuses_cache
     np.testing.assert_allclose(first.model_.head.weight.detach(), second.model_.head.weight.detach())
     test = second.evaluate(splits["test"])
     assert test["accuracy"] > 0.5 and second.evaluate(splits["train"])["accuracy"] > 0.5
+
+
+def test_a_head_on_cached_features_trains_on_one_cpu_thread_and_restores_the_setting(splits, tmp_path, monkeypatch):
+    """Tiny minibatch ops: a second thread on a busy core only spins (3x slower at CelebA size); the
+    backbone's own passes keep the user's thread count, and it is restored after the head's training."""
+    import spurlab.train.methods.method_base as method_base
+
+    monkeypatch.setenv("SPURLAB_CACHE", str(tmp_path))
+    seen, real_fit = [], method_base.fit
+
+    def recording_fit(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(method_base, "fit", recording_fit)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        get_method("erm", model=ModelSpec(factory, freeze="backbone"), epochs=1, seed=0, device="cpu").fit(splits)
+        assert seen == [1] and torch.get_num_threads() == 2
+        seen.clear()
+        get_method("erm", model=factory, epochs=1, seed=0, device="cpu").fit(splits)  # a whole network: unchanged
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(previous)

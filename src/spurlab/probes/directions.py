@@ -20,7 +20,7 @@ import pandas as pd
 
 from spurlab.errors import SpurlabError
 from spurlab.params import Boolean, Interval, NumberList, Options, check_params, optional, positive_int
-from spurlab.utils import atomic_path, check_finite, check_labels, check_same_length, resolve_device
+from spurlab.utils import atomic_path, check_finite, check_labels, check_same_length, resolve_device, torch_threads
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-6, 0, 7))
 FORMAT_VERSION = 1
@@ -280,24 +280,14 @@ class FailureDirections:
         from spurlab.probes.svm import solve_hinge, solve_squared_hinge
 
         if self.loss == "hinge":
-            previous = torch.get_num_threads()
-            if self.n_threads is not None:
-                torch.set_num_threads(int(self.n_threads))
-            try:
+            with torch_threads(self.n_threads):
                 sol = solve_hinge(np.asarray(z, dtype=np.float64), np.where(ok, 1.0, -1.0), balanced_weights(ok), cs)
-            finally:
-                torch.set_num_threads(previous)
             return sol.w, sol.b
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
-        previous = torch.get_num_threads()
-        if self.n_threads is not None:
-            torch.set_num_threads(int(self.n_threads))
-        try:
+        with torch_threads(self.n_threads):
             sol = solve_squared_hinge(z, np.where(ok, 1.0, -1.0), balanced_weights(ok), cs,
                                       max_iter=self.max_iter, tol=self.tol,
                                       device=resolve_device(self.device), dtype=dtype)
-        finally:
-            torch.set_num_threads(previous)
         return sol.w, sol.b
 
     def _cross_validate(self, z: np.ndarray, ok: np.ndarray, seed: int) -> np.ndarray:
