@@ -190,3 +190,15 @@ def test_a_large_gap_on_a_majority_group_is_not_called_within_the_threshold():
     facts = write_verdict(findings(splits, group_table=group_table(splits, {0: 0.0, 1: 1.0, 2: 1.0, 3: 1.0})))
     assert not facts["relies_on_spurious"]
     assert "within" not in facts["text"] and "majority group" in facts["text"]
+
+
+def test_directions_that_could_score_no_class_say_why_per_class():
+    """A model that makes no errors leaves nothing to explain: the report says so, class by class."""
+    table = pd.DataFrame({"skipped": ["too few examples to cross-validate (0 errors, 40 correct; need 2 of each)"] * 2})
+    skipped = {0: "too few examples to cross-validate (0 errors, 40 correct; need 2 of each)",
+               1: "too few examples to cross-validate (0 errors, 30 correct; need 2 of each)"}
+    found = DirectionsFindings(fit_split="val", table=table, skipped=skipped, error_auroc=None).nothing_found
+    assert found.startswith("no class could be scored")
+    assert "class 0: too few examples to cross-validate (0 errors, 40 correct" in found and "class 1:" in found
+    assert DirectionsFindings(fit_split="val", table=table, skipped={}, error_auroc=None).nothing_found == \
+        "no error AUROC could be measured"

@@ -54,8 +54,13 @@ class DirectionsFindings:
 
     @property
     def nothing_found(self) -> str | None:
-        """Why the directions, taken together, found nothing (None when they found a failure mode)."""
-        return nothing_found_reason(self.error_auroc, self.minority_recall, self.flag_minority_precision)
+        """Why the directions, taken together, found nothing (None when they found a failure mode); when no
+        class could be scored, each class's own reason (e.g. a model that makes no errors to explain)."""
+        reason = nothing_found_reason(self.error_auroc, self.minority_recall, self.flag_minority_precision)
+        if reason is not None and not _measured(self.error_auroc) and self.skipped:
+            per_class = "; ".join(f"class {name}: {why}" for name, why in self.skipped.items())
+            return f"no class could be scored ({per_class})"
+        return reason
 
     def class_nothing_found(self) -> dict[str, str]:
         """Class name -> why that class's direction found nothing."""
